@@ -1,0 +1,39 @@
+"""The code location: each domain's Definitions merged with the shared resources.
+
+Settings are read from the environment here, at load time, so a bad value stops the load with
+a message naming the variable instead of failing runs later.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from cg_assets.market import build_market_defs
+from cg_assets.resources import CoinGlassResource, LakeResource
+from cg_assets.settings import Settings
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    # Presence is checked now, the value is resolved by Dagster at launch and never shown.
+    api_key = dg.EnvVar("CG_API_KEY") if os.environ.get("CG_API_KEY") else None
+    return {
+        "coinglass": CoinGlassResource(
+            base_url=settings.api_base_url,
+            api_key=api_key,
+            plan=settings.plan.value,
+            rate_limit_per_min=settings.rate_limit_per_min,
+        ),
+        "lake": LakeResource(data_dir=str(settings.data_dir)),
+    }
+
+
+def build_defs(settings: Settings) -> dg.Definitions:
+    return dg.Definitions.merge(
+        build_market_defs(settings),
+        dg.Definitions(resources=build_resources(settings), executor=dg.in_process_executor),
+    )
+
+
+defs = build_defs(Settings.from_env())

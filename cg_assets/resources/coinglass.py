@@ -1,0 +1,60 @@
+"""The CoinGlass client as a Dagster resource.
+
+The key arrives through `EnvVar`, so Dagster resolves it when a run starts and shows only the
+variable's name in the UI and run config. One client (one pooled session, one rate limiter per
+process) serves every thread of a run.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from cg_assets.coinglass import CoinGlassClient
+from cg_assets.settings import DEFAULT_API_BASE_URL
+
+
+class MissingApiKeyError(RuntimeError):
+    """No key while pointing at the real API: say how to get going instead of a 401 later."""
+
+
+class CoinGlassResource(dg.ConfigurableResource):
+    """CoinGlass V4 REST client: plan-aware rate limiting, retries, pagination."""
+
+    base_url: str = DEFAULT_API_BASE_URL
+    api_key: str | None = None
+    plan: str = "standard"
+    rate_limit_per_min: int | None = None
+    timeout_s: float = 10.0
+    max_attempts: int = 6
+
+    _client: CoinGlassClient | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._client = self.make_client()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def make_client(self) -> CoinGlassClient:
+        if not self.api_key and self.base_url.rstrip("/") == DEFAULT_API_BASE_URL:
+            raise MissingApiKeyError(
+                "CG_API_KEY is not set and CG_API_BASE_URL points at the real CoinGlass API."
+                " Set CG_API_KEY in .env (see README: Using a real CoinGlass key), or run"
+                " `make demo` to use the bundled offline simulator."
+            )
+        return CoinGlassClient(
+            self.base_url,
+            self.api_key or None,
+            self.plan,
+            timeout_s=self.timeout_s,
+            max_attempts=self.max_attempts,
+            rate_limit_per_min=self.rate_limit_per_min,
+        )
+
+    @property
+    def client(self) -> CoinGlassClient:
+        if self._client is None:
+            self._client = self.make_client()
+        return self._client

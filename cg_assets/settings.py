@@ -1,0 +1,192 @@
+"""Settings read from the environment and validated when the code location loads.
+
+The partition start date, symbols, exchanges and interval shape the asset graph itself, so a bad
+value must stop the load with a message a user can act on, not surface as a failed run hours
+later. Every problem found is reported at once, each naming the variable, the value and what
+is allowed. Secrets (the API key, the bot token) are deliberately not held here: resources read
+them through `EnvVar` so they never reach the UI or run config.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import TypeVar
+
+from cg_assets.coinglass.plans import (
+    INTERVAL_MS,
+    PLAN_LIMITS,
+    Plan,
+    interval_ms,
+    lowest_plan_for_interval,
+    parse_plan,
+)
+
+DEFAULT_API_BASE_URL = "https://open-api-v4.coinglass.com"
+DEFAULT_WS_URL = "wss://open-ws.coinglass.com/ws-api"
+DEFAULT_TELEGRAM_API_BASE_URL = "https://api.telegram.org"
+DEFAULT_START_DATE = date(2026, 1, 1)
+
+_COIN_RE = re.compile(r"^[A-Z0-9]{1,20}$")
+T = TypeVar("T")
+_OVERRIDE_RE = re.compile(r"^(?P<exchange>[^:=]+):(?P<coin>[A-Z0-9]+)=(?P<pair>\S+)$")
+
+
+class SettingsError(ValueError):
+    """One or more environment variables are invalid; the message lists each of them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid settings:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_base_url: str = DEFAULT_API_BASE_URL
+    ws_url: str = DEFAULT_WS_URL
+    plan: Plan = Plan.STANDARD
+    symbols: tuple[str, ...] = ("BTC", "ETH", "SOL")
+    exchanges: tuple[str, ...] = ("Binance", "OKX", "Bybit")
+    interval: str = "1h"
+    start_date: date = DEFAULT_START_DATE
+    data_dir: Path = Path("data")
+    rate_limit_per_min: int | None = None
+    # (exchange, coin) -> instrument id, for exchanges whose perpetual cannot be picked safely.
+    pair_overrides: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    telegram_api_base_url: str = DEFAULT_TELEGRAM_API_BASE_URL
+
+    @property
+    def interval_ms(self) -> int:
+        return INTERVAL_MS[self.interval]
+
+    @property
+    def uses_default_api(self) -> bool:
+        return self.api_base_url.rstrip("/") == DEFAULT_API_BASE_URL
+
+    @property
+    def effective_rate_limit_per_min(self) -> int:
+        return self.rate_limit_per_min or PLAN_LIMITS[self.plan].requests_per_minute
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from `environ` (default: os.environ), raising SettingsError."""
+        env = os.environ if environ is None else environ
+        problems: list[str] = []
+
+        def get(name: str, default: str) -> str:
+            value = env.get(name, "").strip()
+            return value or default
+
+        plan = _parse(problems, "CG_PLAN", get("CG_PLAN", Plan.STANDARD.value), parse_plan)
+        interval = get("CG_INTERVAL", "1h")
+        if _parse(problems, "CG_INTERVAL", interval, interval_ms) is not None and plan:
+            _check_interval_floor(problems, interval, plan)
+        start = _parse(
+            problems, "CG_START_DATE", get("CG_START_DATE", DEFAULT_START_DATE.isoformat()), _date
+        )
+        symbols = _parse(problems, "CG_SYMBOLS", get("CG_SYMBOLS", "BTC,ETH,SOL"), _coins)
+        exchanges = _parse(
+            problems, "CG_EXCHANGES", get("CG_EXCHANGES", "Binance,OKX,Bybit"), _names
+        )
+        rate = _parse(problems, "CG_RATE_LIMIT_PER_MIN", get("CG_RATE_LIMIT_PER_MIN", ""), _rate)
+        overrides = _parse(problems, "CG_PAIR_OVERRIDES", get("CG_PAIR_OVERRIDES", ""), _overrides)
+        api_base = _parse(
+            problems, "CG_API_BASE_URL", get("CG_API_BASE_URL", DEFAULT_API_BASE_URL), _http_url
+        )
+        tg_base = _parse(
+            problems,
+            "TELEGRAM_API_BASE_URL",
+            get("TELEGRAM_API_BASE_URL", DEFAULT_TELEGRAM_API_BASE_URL),
+            _http_url,
+        )
+        if problems:
+            raise SettingsError(problems)
+        return cls(
+            api_base_url=api_base,
+            ws_url=get("CG_WS_URL", DEFAULT_WS_URL),
+            plan=plan,
+            symbols=symbols,
+            exchanges=exchanges,
+            interval=interval,
+            start_date=start,
+            data_dir=Path(get("CG_DATA_DIR", "data")).expanduser().resolve(),
+            rate_limit_per_min=rate,
+            pair_overrides=overrides,
+            telegram_api_base_url=tg_base,
+        )
+
+
+def _parse(problems: list[str], name: str, value: str, parser: Callable[[str], T]) -> T | None:
+    """Apply `parser`, turning its ValueError into one problem line naming variable and value."""
+    try:
+        return parser(value)
+    except ValueError as exc:
+        problems.append(f"{name}={value!r}: {exc}")
+        return None
+
+
+def _check_interval_floor(problems: list[str], interval: str, plan: Plan) -> None:
+    if interval_ms(interval) < PLAN_LIMITS[plan].min_interval_ms:
+        floor = min(
+            (k for k, v in INTERVAL_MS.items() if v >= PLAN_LIMITS[plan].min_interval_ms),
+            key=INTERVAL_MS.__getitem__,
+        )
+        problems.append(
+            f"CG_INTERVAL={interval!r}: below the {plan.label} plan's floor (CG_PLAN={plan.value}"
+            f" allows intervals >= {floor}); use CG_INTERVAL={floor} or a plan of at least"
+            f" {lowest_plan_for_interval(interval).label}"
+        )
+
+
+def _date(value: str) -> date:
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        raise ValueError("expected a date as YYYY-MM-DD, e.g. 2026-01-01") from None
+
+
+def _names(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    if not names:
+        raise ValueError("the list is empty; give at least one name, comma-separated")
+    return names
+
+
+def _coins(value: str) -> tuple[str, ...]:
+    coins = _names(value)
+    bad = [c for c in coins if not _COIN_RE.match(c)]
+    if bad:
+        raise ValueError(
+            f"{', '.join(map(repr, bad))} not a coin ticker; use upper-case tickers such as BTC,ETH"
+        )
+    return coins
+
+
+def _rate(value: str) -> int | None:
+    if not value:
+        return None
+    if not value.isdigit() or int(value) <= 0:
+        raise ValueError("expected a positive whole number of requests per minute")
+    return int(value)
+
+
+def _overrides(value: str) -> dict[tuple[str, str], str]:
+    result: dict[tuple[str, str], str] = {}
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        match = _OVERRIDE_RE.match(part)
+        if not match:
+            raise ValueError(
+                f"entry {part!r} is not EXCHANGE:COIN=INSTRUMENT (OKX:BTC=BTC-USDT-SWAP)"
+            )
+        result[(match["exchange"], match["coin"])] = match["pair"]
+    return result
+
+
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError("expected an http(s) URL such as https://open-api-v4.coinglass.com")
+    return value.rstrip("/")

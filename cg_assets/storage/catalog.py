@@ -1,0 +1,144 @@
+"""The DuckDB catalog: `warehouse.duckdb` holding one view per asset over its Parquet files.
+
+DuckDB lets one process hold a database file for writing, and a user's open DuckDB session
+holds it for as long as it stays open. So the catalog is written as rarely as possible: a view
+reads every day of its asset through a glob, so it only has to be (re)created when the asset
+appears or its location changes. A small state file remembers the view definitions already
+written; in steady state runs never open the catalog at all. When a write is needed and the file
+is locked, the write is deferred (the Parquet record is already complete) and the next run, or
+`python -m cg_assets.storage.catalog`, finishes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import duckdb
+from filelock import FileLock, Timeout
+
+from cg_assets.storage.lake import Lake
+
+log = logging.getLogger(__name__)
+
+VIEW_SQL = """\
+CREATE OR REPLACE VIEW "{name}" AS
+SELECT * FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true)"""
+
+
+@dataclass
+class CatalogStatus:
+    created: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)
+    reason: str = ""
+
+    @property
+    def summary(self) -> str:
+        if self.deferred:
+            return f"deferred {', '.join(self.deferred)}: {self.reason}"
+        if self.created:
+            return f"created views {', '.join(self.created)}"
+        return "views up to date"
+
+
+class Catalog:
+    def __init__(self, lake: Lake, connect_timeout_s: float = 10.0) -> None:
+        self.lake = lake
+        self.path = lake.data_dir / "warehouse.duckdb"
+        self.connect_timeout_s = connect_timeout_s
+        self._state_path = lake.data_dir / ".catalog_state.json"
+        self._lock = FileLock(str(self.path) + ".lock")
+
+    def view_sql(self, asset: str) -> str:
+        return VIEW_SQL.format(name=asset, glob=self.lake.glob(asset).replace("'", "''"))
+
+    def ensure_views(self, assets: Iterable[str]) -> CatalogStatus:
+        """Create the views that are missing or stale; never raise on a lock."""
+        status = CatalogStatus()
+        wanted = {a: self.view_sql(a) for a in assets if self.lake.has_data(a)}
+        state = self._read_state()
+        todo = {a: sql for a, sql in wanted.items() if state.get("views", {}).get(a) != sql}
+        status.unchanged = sorted(set(wanted) - set(todo))
+        if not todo:
+            return status
+        try:
+            with self._lock.acquire(timeout=self.connect_timeout_s):
+                self._write_views(todo)
+        except (Timeout, duckdb.IOException) as exc:
+            status.deferred = sorted(todo)
+            status.reason = _lock_reason(exc)
+            log.warning("catalog update %s", status.summary)
+            return status
+        status.created = sorted(todo)
+        return status
+
+    def _write_views(self, todo: dict[str, str]) -> None:
+        con = self._connect_rw()
+        try:
+            for sql in todo.values():
+                con.execute(sql)
+        finally:
+            con.close()
+        state = self._read_state()
+        state.setdefault("views", {}).update(todo)
+        state["catalog_inode"] = os.stat(self.path).st_ino
+        self._write_state(state)
+
+    def _connect_rw(self) -> duckdb.DuckDBPyConnection:
+        """Open read-write, retrying briefly while another process (a user's session) holds it."""
+        deadline = time.monotonic() + self.connect_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                return duckdb.connect(str(self.path))
+            except duckdb.IOException:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _read_state(self) -> dict:
+        """The views already written, forgotten when the catalog file was removed or replaced."""
+        try:
+            state = json.loads(self._state_path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+        try:
+            if os.stat(self.path).st_ino != state.get("catalog_inode"):
+                return {}
+        except FileNotFoundError:
+            return {}
+        return state
+
+    def _write_state(self, state: dict) -> None:
+        tmp = self._state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+        os.replace(tmp, self._state_path)
+
+
+def _lock_reason(exc: BaseException) -> str:
+    if isinstance(exc, Timeout):
+        return "another run is updating the catalog"
+    return (
+        "warehouse.duckdb is held open by another process (a DuckDB session?); the Parquet data"
+        " is complete and the views are created by the next run or by"
+        " `python -m cg_assets.storage.catalog`"
+    )
+
+
+def main() -> None:
+    """Create every missing view now, e.g. after closing a DuckDB session that held the file."""
+    from cg_assets.settings import Settings
+
+    lake = Lake(Settings.from_env().data_dir)
+    assets = sorted(p.name for p in lake.root.iterdir() if p.is_dir()) if lake.root.exists() else []
+    print(Catalog(lake, connect_timeout_s=30.0).ensure_views(assets).summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from cg_assets.storage import Catalog, Lake
+
+
+def table(values: list[float]) -> pa.Table:
+    return pa.table({"ts": pa.array(range(len(values)), pa.int64()), "v": values})
+
+
+def test_write_day_is_idempotent_and_replaces(tmp_path: Path):
+    lake = Lake(tmp_path)
+    day = date(2026, 3, 1)
+    path = lake.write_day("a", day, table([1.0, 2.0]))
+    assert path == tmp_path / "lake" / "a" / "date=2026-03-01" / "part-0.parquet"
+    lake.write_day("a", day, table([3.0]))
+    assert lake.read_days("a", [day]).column("v").to_pylist() == [3.0]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["part-0.parquet"]
+
+
+def test_empty_table_still_replaces_the_day(tmp_path: Path):
+    lake = Lake(tmp_path)
+    day = date(2026, 3, 1)
+    lake.write_day("a", day, table([1.0]))
+    lake.write_day("a", day, table([]).cast(pa.schema([("ts", pa.int64()), ("v", pa.float64())])))
+    assert lake.read_days("a", [day]).num_rows == 0
+
+
+def test_read_days_without_files_is_none(tmp_path: Path):
+    assert Lake(tmp_path).read_days("missing", [date(2026, 1, 1)]) is None
+
+
+def test_failed_write_keeps_the_previous_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    lake = Lake(tmp_path)
+    day = date(2026, 3, 1)
+    lake.write_day("a", day, table([1.0]))
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("cg_assets.storage.lake.pq.write_table", broken)
+    with pytest.raises(OSError, match="disk full"):
+        lake.write_day("a", day, table([9.0]))
+    assert lake.read_days("a", [day]).column("v").to_pylist() == [1.0]
+    assert [p.name for p in lake.partition_path("a", day).parent.iterdir()] == ["part-0.parquet"]
+
+
+def test_catalog_views_cover_every_day(tmp_path: Path):
+    lake = Lake(tmp_path)
+    lake.write_day("a", date(2026, 3, 1), table([1.0]))
+    catalog = Catalog(lake)
+    assert catalog.ensure_views(["a", "b"]).created == ["a"]
+    lake.write_day("a", date(2026, 3, 2), table([2.0, 3.0]))
+    # A new day needs no catalog write: the view globs every day.
+    status = catalog.ensure_views(["a"])
+    assert (status.created, status.unchanged) == ([], ["a"])
+    con = duckdb.connect(str(catalog.path), read_only=True)
+    try:
+        rows = con.sql("SELECT date, v FROM a ORDER BY v").fetchall()
+    finally:
+        con.close()
+    assert rows == [(date(2026, 3, 1), 1.0), (date(2026, 3, 2), 2.0), (date(2026, 3, 2), 3.0)]
+
+
+def test_catalog_recreated_when_the_file_is_deleted(tmp_path: Path):
+    lake = Lake(tmp_path)
+    lake.write_day("a", date(2026, 3, 1), table([1.0]))
+    catalog = Catalog(lake)
+    catalog.ensure_views(["a"])
+    os.remove(catalog.path)
+    assert catalog.ensure_views(["a"]).created == ["a"]
+
+
+HOLD_OPEN = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1])
+print("open", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_session_holding_the_catalog_defers_instead_of_failing(tmp_path: Path):
+    lake = Lake(tmp_path)
+    lake.write_day("a", date(2026, 3, 1), table([1.0]))
+    catalog = Catalog(lake, connect_timeout_s=0.3)
+    catalog.path.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_OPEN, str(catalog.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        status = catalog.ensure_views(["a"])
+        assert status.deferred == ["a"]
+        assert "held open by another process" in status.reason
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert catalog.ensure_views(["a"]).created == ["a"]
