@@ -68,10 +68,7 @@ def run_checks(
     """All market checks over the day files in `paths`."""
     con = duckdb.connect()
     try:
-        con.execute(
-            "CREATE VIEW bars AS SELECT * FROM read_parquet($paths, hive_partitioning = true)",
-            {"paths": list(paths)},
-        )
+        con.read_parquet(list(paths), hive_partitioning=True).create_view("bars")
         return [
             _schema(asset, paths),
             _unique_key(con, asset),

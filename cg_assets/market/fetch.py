@@ -24,7 +24,7 @@ class MarketDataError(ValueError):
     """CoinGlass answered with a bar we cannot store; names the series, field and value."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SeriesRequest:
     """One series of one asset: a single endpoint for one coin (and exchange, for pairs)."""
 

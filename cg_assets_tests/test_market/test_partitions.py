@@ -26,7 +26,9 @@ def test_days_between_is_end_exclusive():
 
 def test_closed_bars_end_stops_at_the_last_closed_bar():
     day_end = to_ms(datetime(2026, 11, 23, tzinfo=UTC))
-    assert closed_bars_end(day_end, to_ms(NOW), HOUR_MS) == to_ms(datetime(2026, 11, 22, 10, tzinfo=UTC))
+    assert closed_bars_end(day_end, to_ms(NOW), HOUR_MS) == to_ms(
+        datetime(2026, 11, 22, 10, tzinfo=UTC)
+    )
     past_end = to_ms(datetime(2026, 11, 20, tzinfo=UTC))
     assert closed_bars_end(past_end, to_ms(NOW), HOUR_MS) == past_end
 

@@ -1,0 +1,81 @@
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from cg_assets.definitions import build_defs
+from cg_assets.market.checks import CHECKS
+from cg_assets.market.series import MARKET_ASSETS
+from cg_assets.resources import CoinGlassResource, MissingApiKeyError
+from cg_assets.settings import Settings
+
+
+@pytest.fixture
+def defs(settings: Settings) -> dg.Definitions:
+    return build_defs(settings)
+
+
+def test_definitions_load(defs: dg.Definitions):
+    dg.Definitions.validate_loadable(defs)
+
+
+def test_module_exposes_defs_lazily(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    import cg_assets
+
+    assert isinstance(cg_assets.defs, dg.Definitions)
+    assert "defs" in dir(cg_assets)
+
+
+def test_asset_graph_is_the_market_contract(defs: dg.Definitions):
+    graph = defs.resolve_asset_graph()
+    market = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert market == {a.name for a in MARKET_ASSETS}
+    for asset in MARKET_ASSETS:
+        node = graph.get(dg.AssetKey(asset.name))
+        assert node.group_name == "market"
+        schema = node.metadata["dagster/column_schema"]
+        assert [c.name for c in schema.columns] == [c.name for c in asset.columns]
+        assert all(c.description for c in schema.columns)
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert checks == {(a.name, c) for a in MARKET_ASSETS for c in CHECKS}
+
+
+def eval_schedule(defs: dg.Definitions, name: str, at: datetime) -> list[dg.RunRequest] | str:
+    schedule = defs.get_schedule_def(name)
+    with dg.instance_for_test() as instance:
+        result = schedule.evaluate_tick(
+            dg.build_schedule_context(instance=instance, scheduled_execution_time=at)
+        )
+    if result.skip_message:
+        return result.skip_message
+    return list(result.run_requests or [])
+
+
+def test_hourly_schedule_refreshes_today(defs: dg.Definitions):
+    [request] = eval_schedule(
+        defs, "market_hourly_refresh", datetime(2026, 3, 5, 10, 5, tzinfo=UTC)
+    )
+    assert request.partition_key == "2026-03-05"
+    assert request.run_key == "refresh-2026-03-05T10"
+
+
+def test_hourly_schedule_skips_before_the_first_bar_closes(defs: dg.Definitions):
+    skip = eval_schedule(defs, "market_hourly_refresh", datetime(2026, 3, 5, 0, 5, tzinfo=UTC))
+    assert "no 60-minute bar of today has closed yet" in skip
+
+
+def test_daily_schedule_finalizes_yesterday(defs: dg.Definitions):
+    [request] = eval_schedule(
+        defs, "market_daily_finalize", datetime(2026, 3, 5, 0, 20, tzinfo=UTC)
+    )
+    assert request.partition_key == "2026-03-04"
+    assert request.run_key == "finalize-2026-03-04"
+
+
+def test_missing_key_against_the_real_api_says_what_to_do():
+    with pytest.raises(MissingApiKeyError) as info:
+        CoinGlassResource().make_client()
+    assert "CG_API_KEY" in str(info.value)
+    assert "make demo" in str(info.value)
