@@ -4,12 +4,11 @@ import dagster as dg
 
 from cg_assets.market.assets import build_market_assets
 from cg_assets.market.schedules import build_market_job, build_market_schedules
-from cg_assets.partitions import daily_partitions
 from cg_assets.settings import Settings
 
 
 def build_market_defs(settings: Settings) -> dg.Definitions:
-    job = build_market_job(daily_partitions(settings.start_date))
+    job = build_market_job()
     return dg.Definitions(
         assets=[build_market_assets(settings)],
         jobs=[job],

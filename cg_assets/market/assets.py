@@ -7,10 +7,9 @@ last, and a date range is fetched as ceil(bars / 1000) requests per series in a 
 and can be materialized alone (the step is subsettable).
 """
 
-from __future__ import annotations
-
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
+from typing import Any
 
 import dagster as dg
 import pyarrow as pa
@@ -89,11 +88,8 @@ def build_market_assets(settings: Settings) -> dg.AssetsDefinition:
         client = coinglass.client
 
         def resolve(coin: str, exchange: str) -> str:
-            return client.resolve_pair(coin, exchange, overrides=pair_overrides)
+            return client.resolve_pair(coin, exchange, overrides=settings.pair_overrides)
 
-        pair_overrides = {
-            f"{ex}:{coin}": pair for (ex, coin), pair in settings.pair_overrides.items()
-        }
         requests = plan_requests(selected, settings.symbols, settings.exchanges, resolve)
         context.log.info(
             f"fetching {len(requests)} series for {', '.join(a.name for a in selected)}"
@@ -105,16 +101,17 @@ def build_market_assets(settings: Settings) -> dg.AssetsDefinition:
             return client.history(path, params, settings.interval, start_ms, end_ms)
 
         closed = [d for d in days if day_end_ms(d) <= end_ms]
+        catalog = lake.catalog
         for asset, fetched in fetch_by_asset(history, requests):
             table = rows_to_table(asset, fetched).sort_by([(k, "ascending") for k in asset.key])
             paths = [
                 str(lake.lake.write_day(asset.name, day, part))
                 for day, part in split_days(table, days).items()
             ]
-            catalog = lake.catalog.ensure_views([asset.name])
+            views = catalog.ensure_views([asset.name])
             yield dg.MaterializeResult(
                 asset_key=asset.name,
-                metadata=_metadata(asset, table, fetched, days, paths, client, catalog.summary),
+                metadata=_metadata(asset, table, fetched, days, paths, client, views.summary),
             )
             expected = sorted({_series_id(asset, r) for r, _ in fetched})
             for outcome in run_checks(asset, paths, expected, closed, settings.interval_ms):
@@ -146,10 +143,10 @@ def _metadata(
     paths: list[str],
     client: CoinGlassClient,
     catalog_summary: str,
-) -> dict[str, dg.RawMetadataValue]:
+) -> dict[str, Any]:
     endpoint_paths = {e.path for e in asset.endpoints}
     by_path = client.stats.by_path
-    metadata: dict[str, dg.RawMetadataValue] = {
+    metadata: dict[str, Any] = {
         "dagster/row_count": table.num_rows,
         "series": len(fetched),
         "days_written": len(paths),

@@ -5,28 +5,31 @@ partial lands in the record); the daily tick, shortly after midnight UTC, rewrit
 with its last bars. Run keys make a retried tick idempotent.
 """
 
-from __future__ import annotations
-
 from datetime import UTC, timedelta
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from cg_assets.coinglass.plans import DAY_MS
 
+if TYPE_CHECKING:  # the return type of define_asset_job is not exported by dagster
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
+
 JOB_NAME = "market_job"
 
 
-def build_market_job(partitions_def: dg.PartitionsDefinition) -> dg.UnresolvedAssetJobDefinition:
+def build_market_job() -> "UnresolvedAssetJobDefinition":
     return dg.define_asset_job(
         JOB_NAME,
         selection=dg.AssetSelection.groups("market"),
-        partitions_def=partitions_def,
         description="Fetch every market asset for the selected days from CoinGlass.",
     )
 
 
 def build_market_schedules(
-    job: dg.UnresolvedAssetJobDefinition, interval_ms: int
+    job: "UnresolvedAssetJobDefinition", interval_ms: int
 ) -> list[dg.ScheduleDefinition]:
     first_bar_closes_min = max(1, interval_ms // 60_000)
 

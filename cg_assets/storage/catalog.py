@@ -53,6 +53,9 @@ class Catalog:
         self.connect_timeout_s = connect_timeout_s
         self._state_path = lake.data_dir / ".catalog_state.json"
         self._lock = FileLock(str(self.path) + ".lock")
+        # Once a write was deferred, later assets of the same run defer at once instead of
+        # each waiting out the timeout again.
+        self._deferred_reason = ""
 
     def view_sql(self, asset: str) -> str:
         return VIEW_SQL.format(name=asset, glob=self.lake.glob(asset).replace("'", "''"))
@@ -66,12 +69,15 @@ class Catalog:
         status.unchanged = sorted(set(wanted) - set(todo))
         if not todo:
             return status
+        if self._deferred_reason:
+            status.deferred, status.reason = sorted(todo), self._deferred_reason
+            return status
         try:
             with self._lock.acquire(timeout=self.connect_timeout_s):
                 self._write_views(todo)
         except (Timeout, duckdb.IOException) as exc:
             status.deferred = sorted(todo)
-            status.reason = _lock_reason(exc)
+            status.reason = self._deferred_reason = _lock_reason(exc)
             log.warning("catalog update %s", status.summary)
             return status
         status.created = sorted(todo)

@@ -1,4 +1,4 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
@@ -46,32 +46,41 @@ def eval_schedule(defs: dg.Definitions, name: str, at: datetime) -> list[dg.RunR
     schedule = defs.get_schedule_def(name)
     with dg.instance_for_test() as instance:
         result = schedule.evaluate_tick(
-            dg.build_schedule_context(instance=instance, scheduled_execution_time=at)
+            dg.build_schedule_context(
+                instance=instance,
+                scheduled_execution_time=at,
+                repository_def=defs.get_repository_def(),
+            )
         )
     if result.skip_message:
         return result.skip_message
     return list(result.run_requests or [])
 
 
-def test_hourly_schedule_refreshes_today(defs: dg.Definitions):
-    [request] = eval_schedule(
-        defs, "market_hourly_refresh", datetime(2026, 3, 5, 10, 5, tzinfo=UTC)
-    )
-    assert request.partition_key == "2026-03-05"
-    assert request.run_key == "refresh-2026-03-05T10"
+def at(settings: Settings, days: int, hour: int, minute: int) -> datetime:
+    day = settings.start_date + timedelta(days=days)
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=UTC)
 
 
-def test_hourly_schedule_skips_before_the_first_bar_closes(defs: dg.Definitions):
-    skip = eval_schedule(defs, "market_hourly_refresh", datetime(2026, 3, 5, 0, 5, tzinfo=UTC))
+def test_hourly_schedule_refreshes_today(defs: dg.Definitions, settings: Settings):
+    moment = at(settings, 10, 10, 5)
+    [request] = eval_schedule(defs, "market_hourly_refresh", moment)
+    assert request.partition_key == moment.date().isoformat()
+    assert request.run_key == f"refresh-{moment.date().isoformat()}T10"
+
+
+def test_hourly_schedule_skips_before_the_first_bar_closes(
+    defs: dg.Definitions, settings: Settings
+):
+    skip = eval_schedule(defs, "market_hourly_refresh", at(settings, 10, 0, 5))
     assert "no 60-minute bar of today has closed yet" in skip
 
 
-def test_daily_schedule_finalizes_yesterday(defs: dg.Definitions):
-    [request] = eval_schedule(
-        defs, "market_daily_finalize", datetime(2026, 3, 5, 0, 20, tzinfo=UTC)
-    )
-    assert request.partition_key == "2026-03-04"
-    assert request.run_key == "finalize-2026-03-04"
+def test_daily_schedule_finalizes_yesterday(defs: dg.Definitions, settings: Settings):
+    [request] = eval_schedule(defs, "market_daily_finalize", at(settings, 10, 0, 20))
+    yesterday = (settings.start_date + timedelta(days=9)).isoformat()
+    assert request.partition_key == yesterday
+    assert request.run_key == f"finalize-{yesterday}"
 
 
 def test_missing_key_against_the_real_api_says_what_to_do():

@@ -14,6 +14,7 @@ from cg_assets.definitions import build_resources
 from cg_assets.market.assets import build_market_assets
 from cg_assets.market.fetch import plan_requests
 from cg_assets.market.series import MARKET_ASSETS
+from cg_assets.resources import CoinGlassResource
 from cg_assets.settings import Settings
 from cg_assets.sim import SimulatorServer
 from cg_assets.storage import Catalog, Lake
@@ -27,6 +28,7 @@ def materialize(
     first: str,
     last: str | None = None,
     selection: list[str] | None = None,
+    max_attempts: int = 6,
 ) -> dg.ExecuteInProcessResult:
     tags = {}
     kwargs: dict = {"partition_key": first}
@@ -38,7 +40,12 @@ def materialize(
         kwargs = {"tags": tags}
     return dg.materialize(
         [build_market_assets(settings)],
-        resources=build_resources(settings),
+        resources={
+            **build_resources(settings),
+            "coinglass": CoinGlassResource(
+                base_url=settings.api_base_url, plan=settings.plan.value, max_attempts=max_attempts
+            ),
+        },
         instance=instance,
         selection=selection,
         raise_on_error=False,
@@ -149,9 +156,8 @@ def test_views_in_the_catalog_match_the_lake(settings, instance):
     con = duckdb.connect(str(Catalog(Lake(settings.data_dir)).path), read_only=True)
     try:
         for asset in MARKET_ASSETS:
-            n = con.sql(
-                f"SELECT count(*) FROM {asset.name} WHERE date = $d", params={"d": day}
-            ).fetchone()[0]
+            query = f"SELECT count(*) FROM {asset.name} WHERE date = $d"
+            [(n,)] = con.execute(query, {"d": day}).fetchall()
             assert n == Lake(settings.data_dir).read_days(asset.name, [day]).num_rows > 0
     finally:
         con.close()
@@ -192,7 +198,7 @@ def test_partition_older_than_plan_history_fails_with_the_reason(env, instance):
     result = materialize(settings, instance, old, selection=["price_ohlc"])
     assert not result.success
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    text = failure.step_failure_data.error.message
+    text = failure.step_failure_data.error.to_string()
     assert "Professional plan's 12-day history at interval 1m" in text
     assert not Lake(settings.data_dir).asset_dir("price_ohlc").exists()
 
@@ -204,6 +210,12 @@ def test_bad_payload_fails_the_run_and_keeps_stored_days(settings, sim, instance
     ).success
     before = Lake(settings.data_dir).read_days("open_interest_ohlc", [day])
     sim.faults.malformed_json_rate = 1.0
-    result = materialize(settings, instance, day.isoformat(), selection=["open_interest_ohlc"])
+    result = materialize(
+        settings, instance, day.isoformat(), selection=["open_interest_ohlc"], max_attempts=2
+    )
     assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    text = failure.step_failure_data.error.to_string()
+    assert "/api/futures/open-interest/aggregated-history" in text
+    assert "malformed JSON" in text
     assert Lake(settings.data_dir).read_days("open_interest_ohlc", [day]).equals(before)

@@ -28,7 +28,7 @@ for line in sys.stdin:
     if line.strip() == "stop":
         break
     if sys.argv[2] == "ro":
-        con.sql("SELECT count(*) FROM price_ohlc").fetchone()
+        con.execute("SELECT count(*) FROM price_ohlc").fetchall()
     queries += 1
     print(queries, flush=True)
 print("done", queries, flush=True)
@@ -66,9 +66,8 @@ def materialize_cli(env: dict[str, str], day: str, select: str, log: Path) -> su
         "--partition",
         day,
     ]
-    return subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    with open(log, "w") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def run_parallel(

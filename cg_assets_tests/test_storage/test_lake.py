@@ -104,4 +104,28 @@ def test_a_session_holding_the_catalog_defers_instead_of_failing(tmp_path: Path)
         assert "held open by another process" in status.reason
     finally:
         holder.communicate("\n", timeout=30)
-    assert catalog.ensure_views(["a"]).created == ["a"]
+    assert Catalog(lake).ensure_views(["a"]).created == ["a"]
+
+
+def test_after_one_deferral_the_same_catalog_defers_at_once(tmp_path: Path):
+    lake = Lake(tmp_path)
+    for name in ("a", "b"):
+        lake.write_day(name, date(2026, 3, 1), table([1.0]))
+    catalog = Catalog(lake, connect_timeout_s=0.3)
+    catalog.path.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_OPEN, str(catalog.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        assert catalog.ensure_views(["a"]).deferred == ["a"]
+        holder.communicate("\n", timeout=30)
+        # Released now, but this run already knows the catalog was busy: no second wait.
+        assert catalog.ensure_views(["b"]).deferred == ["b"]
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+    assert Catalog(lake).ensure_views(["a", "b"]).created == ["a", "b"]
