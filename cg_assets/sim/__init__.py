@@ -1,0 +1,11 @@
+"""Offline CoinGlass V4: a deterministic synthetic market behind a local REST server.
+
+Tests and the demo run the whole pipeline against it without a network or an API key;
+production code never imports it and only ever knows a base URL, so pointing
+`CG_API_BASE_URL` at `cg-sim` is the only difference between a demo and the real service.
+"""
+
+from cg_assets.sim.market import SyntheticMarket
+from cg_assets.sim.rest import Faults, SimulatorServer
+
+__all__ = ["Faults", "SimulatorServer", "SyntheticMarket"]

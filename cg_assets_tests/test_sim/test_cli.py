@@ -1,0 +1,35 @@
+"""`cg-sim` as a process: announces its URL, serves, and exits 0 on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+
+import cg_assets
+
+
+def test_cli_serves_until_sigterm():
+    root = str(Path(cg_assets.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cg_assets.sim.cli", "--port", "0", "--no-require-key"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        base_url = proc.stdout.readline().strip()
+        assert base_url.startswith("http://127.0.0.1:")
+        body = requests.get(base_url + "/api/futures/supported-coins", timeout=10).json()
+        assert body["data"][0] == "BTC"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
