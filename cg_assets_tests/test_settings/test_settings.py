@@ -94,7 +94,10 @@ def test_every_problem_is_reported_at_once():
 
 def test_pair_overrides_and_rate_override():
     s = Settings.from_env(
-        {"CG_PAIR_OVERRIDES": "OKX:BTC=BTC-USDT-SWAP, Binance:ETH=ETHUSDT", "CG_RATE_LIMIT_PER_MIN": "50"}
+        {
+            "CG_PAIR_OVERRIDES": "OKX:BTC=BTC-USDT-SWAP, Binance:ETH=ETHUSDT",
+            "CG_RATE_LIMIT_PER_MIN": "50",
+        }
     )
     assert s.pair_overrides == {("OKX", "BTC"): "BTC-USDT-SWAP", ("Binance", "ETH"): "ETHUSDT"}
     assert s.effective_rate_limit_per_min == 50
