@@ -152,10 +152,17 @@ class Stats:
     rate_limited: int = 0
     by_path: Counter[str] = field(default_factory=Counter)
     log: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    # Wall-clock seconds of the first and last counted request: how long a client kept the
+    # API busy, as the server saw it (benchmarks compare it with the rate-limit floor).
+    first_at: float | None = None
+    last_at: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def record(self, path: str, params: dict[str, str]) -> None:
+        now = time.time()
         with self._lock:
+            self.first_at = now if self.first_at is None else self.first_at
+            self.last_at = now
             self.requests += 1
             self.by_path[path] += 1
             self.log.append((path, params))
@@ -173,6 +180,7 @@ class Stats:
             self.rate_limited = 0
             self.by_path.clear()
             self.log.clear()
+            self.first_at = self.last_at = None
 
     def as_dict(self) -> JsonBody:
         with self._lock:
@@ -180,6 +188,8 @@ class Stats:
                 "requests": self.requests,
                 "rate_limited": self.rate_limited,
                 "by_path": dict(self.by_path),
+                "first_at": self.first_at,
+                "last_at": self.last_at,
             }
 
 

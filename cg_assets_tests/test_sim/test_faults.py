@@ -84,7 +84,12 @@ def test_admin_endpoints_control_faults_and_report_stats(api):
     api.session.post(url + "/_sim/faults", json={"body_500_rate": 0})
     assert api.body(COINS)["code"] == "0"
     stats = api.session.get(url + "/_sim/stats").json()
-    assert stats == {"requests": 2, "rate_limited": 0, "by_path": {COINS: 2}}
+    assert {k: stats[k] for k in ("requests", "rate_limited", "by_path")} == {
+        "requests": 2,
+        "rate_limited": 0,
+        "by_path": {COINS: 2},
+    }
+    assert 0 < stats["first_at"] <= stats["last_at"]
     api.session.post(url + "/_sim/stats/reset")
     assert api.server.stats.requests == 0
 
@@ -106,6 +111,7 @@ def test_stats_log_routed_requests_in_order(api):
     ]
     api.server.reset_stats()
     assert (stats.requests, stats.log, dict(stats.by_path)) == (0, [], {})
+    assert (stats.first_at, stats.last_at) == (None, None)
 
 
 def test_stop_closes_kept_alive_connections(api):
