@@ -125,7 +125,15 @@ def stop(procs: list[subprocess.Popen]) -> None:
             proc.wait()
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> None:
+    # Started from a script or in the background, this process may inherit ignored SIGINT;
+    # make Ctrl-C and SIGTERM both take the orderly shutdown path below.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ui-port", type=int, default=3000)
     parser.add_argument("--sim-port", type=int, default=8765)
