@@ -654,13 +654,49 @@ class SyntheticMarket:
         inst = self.instrument(exchange, symbol)
         coin = inst.base_asset
         bars = self._coin_bars(coin, interval_ms, start_ms, end_ms, now_ms, ("close", "volume"))
-        premium = 1.0 + EXCHANGES[exchange].basis + _KIND_BASIS[inst.kind]
 
         def basis(t: np.ndarray) -> np.ndarray:
-            return premium + 0.0002 * self._noise(t, coin, exchange, symbol, "basis")
+            return self._basis(inst, t)
 
         share = self._share(coin, exchange, "volume", bars.time, smooth=False) * inst.share
         return _frame(bars.time, **bars.scaled("close", basis), volume_usd=bars.v["volume"] * share)
+
+    def _basis(self, inst: Instrument, t: np.ndarray) -> np.ndarray:
+        """The instrument's price relative to the coin's at times `t` (smooth, so no jumps)."""
+        premium = 1.0 + EXCHANGES[inst.exchange].basis + _KIND_BASIS[inst.kind]
+        salt = (inst.base_asset, inst.exchange, inst.instrument_id, "basis")
+        return premium + 0.0002 * self._noise(t, *salt)
+
+    def _minute_index(self, coin: str, times_ms: np.ndarray) -> tuple[np.ndarray, _Minutes]:
+        """Index of the minute containing each time (at or after `epoch_ms`), and the grid."""
+        idx = (np.asarray(times_ms, dtype=np.int64) - self.epoch_ms) // MINUTE_MS
+        if len(idx) and idx.min() < 0:
+            raise ValueError("times before the market's epoch have no data")
+        return idx, self._extend(coin, int(idx.max()) + 1 if len(idx) else 0)
+
+    def price_at(self, exchange: str, symbol: str, times_ms: np.ndarray) -> np.ndarray:
+        """The instrument's price at each instant, for events such as liquidations.
+
+        Within a minute it moves linearly from the previous minute's close to this minute's
+        close (each times the basis at that boundary), i.e. from the 1m bar's open to its
+        close, so an event's price always lies within every `price_history` bar containing it.
+        """
+        inst = self.instrument(exchange, symbol)
+        idx, minutes = self._minute_index(inst.base_asset, times_ms)
+        close = minutes.arrays["close"]
+        start = self.epoch_ms + idx * MINUTE_MS
+        open_ = close[np.maximum(idx - 1, 0)] * self._basis(inst, start)
+        close_ = close[idx] * self._basis(inst, start + MINUTE_MS)
+        frac = (np.asarray(times_ms, dtype=np.int64) - start) / MINUTE_MS
+        return open_ + (close_ - open_) * frac
+
+    def long_liquidation_share(self, coin: str, times_ms: np.ndarray) -> np.ndarray:
+        """Longs' share of the coin's liquidations in the minute of each time: high after a
+        fall, low after a rise, as in `liquidation_history`."""
+        idx, minutes = self._minute_index(coin, times_ms)
+        long_ = minutes.arrays["liq_long"][idx].astype(np.float64)
+        short = minutes.arrays["liq_short"][idx].astype(np.float64)
+        return long_ / (long_ + short)
 
     def funding_history(
         self,

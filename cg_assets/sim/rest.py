@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 import socket
 import threading
@@ -35,6 +36,7 @@ from cg_assets.coinglass.plans import (
     min_plan_for_path,
     parse_plan,
 )
+from cg_assets.sim.liquidations import EventBatch, LiquidationFeed
 from cg_assets.sim.market import (
     COINS,
     Instrument,
@@ -46,6 +48,9 @@ from cg_assets.sim.market import (
 # Current docs: default and maximum 1000 (older copies said 4500). What the real server does
 # above the maximum is undocumented; clamping is the forgiving reading.
 MAX_LIMIT = 1000
+# liquidation/order (reference §5.6): the past 7 days only, at most 200 records per request.
+ORDER_MAX_ROWS = 200
+ORDER_HISTORY_MS = 7 * DAY_MS
 RATE_WINDOW_MS = 60_000
 _LOG_CAP = 100_000  # keeps a long-running demo server's request log bounded
 
@@ -232,12 +237,17 @@ class _Window:
 
 @dataclass(frozen=True)
 class _Call:
-    """One routed API request: its parameters and the caller's plan, at the server's `now`."""
+    """One routed API request: its parameters and the caller's plan, at the server's `now`.
+
+    `feed` returns the server's liquidation feed, created on first use: most requests never
+    need one.
+    """
 
     market: SyntheticMarket
     params: dict[str, str]
     plan: Plan
     now: int
+    feed: Callable[[], LiquidationFeed]
 
     def require(self, name: str) -> str:
         value = self.params.get(name, "").strip()
@@ -311,6 +321,16 @@ class _Call:
             raise ApiError(
                 "400", f"symbol '{symbol}' is not listed on exchange '{exchange}'"
             ) from None
+
+    def amount(self, name: str) -> float:
+        raw = self.require(name)
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not value >= 0 or math.isinf(value):
+            raise ApiError("400", f"{name} must be a non-negative USD amount, got '{raw}'")
+        return value
 
     def unit(self) -> Literal["usd", "coin"]:
         unit = self.params.get("unit", "usd").strip().lower() or "usd"
@@ -549,6 +569,54 @@ def _liquidation_row(exchange: str, long_: float, short: float) -> JsonBody:
     }
 
 
+def _liquidation_orders(call: _Call) -> Any:
+    """Single liquidations of a coin on one exchange, from the same feed the WebSocket pushes.
+
+    The real ordering and paging rules are undocumented. Here the window is
+    start_time <= time < end_time (the history endpoints' rule, at millisecond precision),
+    start is clamped to 7 days ago, and the newest 200 matching rows come back newest first,
+    so a client pages back by lowering end_time to the oldest time it received.
+    """
+    exchange = call.require("exchange")
+    call.check_exchange(exchange)
+    coin = call.coin()
+    threshold = call.amount("min_liquidation_amount")
+    earliest = call.now - ORDER_HISTORY_MS
+    start, end = call.integer("start_time"), call.integer("end_time")
+    start = earliest if start is None else max(start, earliest)
+    end = call.now + 1 if end is None else min(end, call.now + 1)
+    feed = call.feed()
+    feed.advance()
+    batch = feed.query(start, end, coin, exchange, threshold, newest=ORDER_MAX_ROWS)
+    return _order_rows(batch.take(slice(None, None, -1)))
+
+
+def _order_rows(batch: EventBatch) -> list[JsonBody]:
+    """REST rows; side is the forced order's direction: 2 = Sell (a long was liquidated),
+    1 = Buy (a short was), the reverse of the WebSocket's codes."""
+    return [
+        {
+            "exchange_name": exchange.upper(),
+            "symbol": pair,
+            "base_asset": coin,
+            "price": price,
+            "usd_value": usd,
+            "side": 2 if long_ else 1,
+            "time": t,
+        }
+        for exchange, pair, coin, price, usd, long_, t in zip(
+            batch.exchanges(),
+            batch.pairs(),
+            batch.coins(),
+            batch.price.tolist(),
+            batch.usd_value.tolist(),
+            batch.long.tolist(),
+            batch.time.tolist(),
+            strict=True,
+        )
+    ]
+
+
 ROUTES: dict[str, Route] = {
     "/api/futures/funding-rate/history": _funding_history,
     "/api/futures/funding-rate/oi-weight-history": _funding_weighted("oi"),
@@ -566,6 +634,7 @@ ROUTES: dict[str, Route] = {
     "/api/futures/liquidation/aggregated-history": _liquidation_aggregated,
     "/api/futures/liquidation/coin-list": _liquidation_coin_list,
     "/api/futures/liquidation/exchange-list": _liquidation_exchange_list,
+    "/api/futures/liquidation/order": _liquidation_orders,
     "/api/futures/price/history": _price_history,
     "/api/futures/supported-coins": lambda call: list(call.market.coins),
     "/api/futures/supported-exchanges": lambda call: list(call.market.exchanges),
@@ -615,6 +684,11 @@ class SimulatorServer:
     authentication (429s, body errors and 404s included) carries the usage headers, while key
     errors, 405s and injected 503s have no usage to report. `clock` returns milliseconds;
     injecting one makes "now", ranges and the rate window deterministic.
+
+    `feed` serves `liquidation/order`; share it with a WsSimulator so both protocols report
+    the same events, and give it the server's clock, since the 7-day window is the server's.
+    Without one, a feed on the server's market and clock is created on the first order
+    request (so it holds only events generated from then on).
     """
 
     def __init__(
@@ -629,8 +703,11 @@ class SimulatorServer:
         clock: Callable[[], int] | None = None,
         rate_limit_per_min: int | None = None,
         fault_seed: int = 0,
+        feed: LiquidationFeed | None = None,
     ) -> None:
         self.market = market or SyntheticMarket()
+        self._feed = feed
+        self._feed_lock = threading.Lock()
         self.plan = parse_plan(plan)
         self.keys = None if keys is None else {k: parse_plan(v) for k, v in keys.items()}
         self.require_key = require_key
@@ -682,6 +759,13 @@ class SimulatorServer:
     def reset_stats(self) -> None:
         self.stats.reset()
 
+    @property
+    def feed(self) -> LiquidationFeed:
+        with self._feed_lock:
+            if self._feed is None:
+                self._feed = LiquidationFeed(self.market, clock=self.clock)
+            return self._feed
+
     # ------------------------------------------------------------------ request handling
 
     def handle(self, method: str, target: str, api_key: str = "", body: bytes = b"") -> Response:
@@ -731,7 +815,9 @@ class SimulatorServer:
         self.stats.record(path, params)
         if self.faults.hit(self.faults.body_500_rate):
             return _envelope_error("500", "Server Error", headers)
-        response = self._route(path, _Call(self.market, params, plan, now), headers)
+        response = self._route(
+            path, _Call(self.market, params, plan, now, lambda: self.feed), headers
+        )
         if self.faults.hit(self.faults.malformed_json_rate):
             return Response(response.status, response.body[: len(response.body) // 2], headers)
         return response

@@ -1,4 +1,4 @@
-"""`cg-sim` as a process: announces its URL, serves, and exits 0 on SIGTERM."""
+"""`cg-sim` as a process: announces its URLs, serves, and exits 0 on SIGTERM."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import requests
+from websockets.sync.client import connect
 
 import cg_assets
 
@@ -17,7 +18,16 @@ def test_cli_serves_until_sigterm():
     root = str(Path(cg_assets.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cg_assets.sim.cli", "--port", "0", "--no-require-key"],
+        [
+            sys.executable,
+            "-m",
+            "cg_assets.sim.cli",
+            "--port",
+            "0",
+            "--ws-port",
+            "0",
+            "--no-require-key",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -25,8 +35,14 @@ def test_cli_serves_until_sigterm():
     try:
         base_url = proc.stdout.readline().strip()
         assert base_url.startswith("http://127.0.0.1:")
+        ws_url = proc.stdout.readline().strip()
+        assert ws_url.startswith("ws://127.0.0.1:")
+        assert ws_url.endswith("/ws-api")
         body = requests.get(base_url + "/api/futures/supported-coins", timeout=10).json()
         assert body["data"][0] == "BTC"
+        with connect(ws_url, open_timeout=10) as ws:
+            ws.send("ping")
+            assert ws.recv(timeout=10) == "pong"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
