@@ -11,6 +11,8 @@ import pytest
 from cg_assets.settings import Settings
 from cg_assets.sim import SimulatorServer, SyntheticMarket
 
+pytest_plugins = ["cg_assets_tests.sidecar_harness"]
+
 
 @pytest.fixture(scope="session")
 def market() -> SyntheticMarket:

@@ -1,0 +1,183 @@
+"""The queue in front of the disk: segment rolling, backpressure instead of loss, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from ws_sidecar.sink import SpoolSink
+from ws_sidecar.spool import Segment, SpoolWriter, encode_record, gap_record, read_segment
+from ws_sidecar.stats import Stats
+
+
+class GatedWriter(SpoolWriter):
+    """A writer whose disk can be held (gate cleared) or made to fail a number of times."""
+
+    def __init__(self, spool_dir: Path) -> None:
+        super().__init__(spool_dir)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.failures = 0
+
+    def write(self, lines: Sequence[str]) -> Segment:
+        self.gate.wait(10)
+        if self.failures:
+            self.failures -= 1
+            raise OSError(28, "No space left on device")
+        return super().write(lines)
+
+
+def line(i: int) -> str:
+    return f'{{"kind":"event","event_id":"e{i}","time":{i}}}'
+
+
+@pytest.fixture
+def writer(tmp_path: Path):
+    w = GatedWriter(tmp_path / "spool")
+    yield w
+    w.close()
+
+
+def segment_sizes(writer: SpoolWriter) -> list[int]:
+    return [len(read_segment(p).events) for p in sorted(writer.spool_dir.glob("seg-*.jsonl"))]
+
+
+async def until(predicate, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def test_segments_roll_at_the_event_limit(writer: GatedWriter):
+    stats = Stats()
+
+    async def scenario() -> None:
+        sink = SpoolSink(writer, stats, max_events=10, max_age_s=60)
+        task = asyncio.create_task(sink.run())
+        for batch in ([line(i) for i in range(7)], [line(i) for i in range(7, 25)]):
+            await sink.put(batch)
+        await until(lambda: stats.segments_written == 2)
+        sink.close()
+        await task
+
+    asyncio.run(scenario())
+    assert segment_sizes(writer) == [10, 10, 5]
+    assert (stats.events_written, stats.last_seq) == (25, 2)
+
+
+def test_segments_roll_after_the_age_limit(writer: GatedWriter):
+    stats = Stats()
+
+    async def scenario() -> float:
+        sink = SpoolSink(writer, stats, max_events=1000, max_age_s=0.2)
+        task = asyncio.create_task(sink.run())
+        started = time.monotonic()
+        await sink.put([line(1), line(2)])
+        await until(lambda: stats.segments_written == 1)
+        elapsed = time.monotonic() - started
+        await sink.put([encode_record(gap_record(1, 2, "test", "c"))])
+        await until(lambda: stats.segments_written == 2)
+        sink.close()
+        await task
+        return elapsed
+
+    elapsed = asyncio.run(scenario())
+    assert 0.15 <= elapsed < 2
+    assert segment_sizes(writer) == [2, 0]
+    assert stats.events_written == 2  # the gap record is not an event
+
+
+def test_events_count_as_written_only_once_published(writer: GatedWriter):
+    stats = Stats()
+    writer.gate.clear()
+
+    async def scenario() -> None:
+        sink = SpoolSink(writer, stats, max_events=5, max_age_s=0.05)
+        task = asyncio.create_task(sink.run())
+        await sink.put([line(i) for i in range(5)])
+        await asyncio.sleep(0.2)
+        assert stats.events_written == 0
+        assert list(writer.spool_dir.glob("seg-*")) == []
+        assert sink.lag_s() >= 0.2
+        writer.gate.set()
+        await until(lambda: stats.events_written == 5)
+        assert sink.lag_s() == 0
+        sink.close()
+        await task
+
+    asyncio.run(scenario())
+
+
+def test_full_queue_pauses_the_reader_and_drops_nothing(
+    writer: GatedWriter, caplog: pytest.LogCaptureFixture
+):
+    stats = Stats()
+    writer.gate.clear()
+
+    async def scenario() -> None:
+        sink = SpoolSink(writer, stats, max_events=4, max_age_s=0.01, queue_max_events=8)
+        task = asyncio.create_task(sink.run())
+        await sink.put([line(j) for j in range(4)])
+        await until(lambda: sink.depth == 0)  # taken by the stuck writer
+        for i in (1, 2):
+            await sink.put([line(4 * i + j) for j in range(4)])
+        assert sink.depth == 8
+        blocked = asyncio.create_task(sink.put([line(100)]))
+        await asyncio.sleep(0.1)
+        assert not blocked.done()
+        assert sink.blocked
+        writer.gate.set()
+        await blocked
+        sink.close()
+        await task
+
+    with caplog.at_level(logging.WARNING, logger="ws_sidecar.sink"):
+        asyncio.run(scenario())
+    assert stats.events_written == 13
+    assert sum(segment_sizes(writer)) == 13
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "spool queue full: 8 records waiting" in errors[0]
+    assert "pausing socket reads" in errors[0]
+    assert stats.backpressure_s > 0.05
+
+
+def test_a_failing_disk_is_retried_without_loss(
+    writer: GatedWriter, caplog: pytest.LogCaptureFixture
+):
+    stats = Stats()
+    writer.failures = 1
+
+    async def scenario() -> None:
+        sink = SpoolSink(writer, stats, max_events=10, max_age_s=0.01)
+        task = asyncio.create_task(sink.run())
+        await sink.put([line(i) for i in range(3)])
+        await until(lambda: stats.events_written == 3)
+        sink.close()
+        await task
+
+    with caplog.at_level(logging.ERROR, logger="ws_sidecar.sink"):
+        asyncio.run(scenario())
+    assert segment_sizes(writer) == [3]
+    assert "No space left on device; retrying" in caplog.text
+
+
+def test_close_flushes_everything_queued(writer: GatedWriter):
+    stats = Stats()
+
+    async def scenario() -> None:
+        sink = SpoolSink(writer, stats, max_events=4, max_age_s=60)
+        task = asyncio.create_task(sink.run())
+        await sink.put([line(i) for i in range(10)])
+        sink.close()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+    assert segment_sizes(writer) == [4, 4, 2]

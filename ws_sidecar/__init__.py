@@ -1,0 +1,12 @@
+"""The WebSocket sidecar: CoinGlass `liquidationOrders` into a durable spool of JSONL segments.
+
+A small long-running process, separate from Dagster (whose runs take seconds to start), that
+holds one WebSocket subscription and publishes every liquidation it receives within about a
+second. It imports neither Dagster nor `cg_assets`; `cg_assets` reads the spool through
+`ws_sidecar.spool`, the only module that knows the format.
+
+Modules: `config` (environment), `connection` (protocol, keepalive, reconnects), `parse` (pure
+payload normalisation), `recorder` (messages and outages into records), `sink` (bounded queue
+to the disk thread), `spool` (format, atomic writer, reader), `health` (status file, HTTP
+probes, metrics), `app` (wiring and signals).
+"""
