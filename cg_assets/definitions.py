@@ -10,6 +10,7 @@ import os
 
 import dagster as dg
 
+from cg_assets.liquidations import build_liquidation_defs
 from cg_assets.market import build_market_defs
 from cg_assets.resources import CoinGlassResource, LakeResource
 from cg_assets.settings import Settings
@@ -32,6 +33,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 def build_defs(settings: Settings) -> dg.Definitions:
     return dg.Definitions.merge(
         build_market_defs(settings),
+        build_liquidation_defs(settings),
         dg.Definitions(resources=build_resources(settings), executor=dg.in_process_executor),
     )
 

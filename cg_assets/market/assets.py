@@ -7,7 +7,7 @@ last, and a date range is fetched as ceil(bars / 1000) requests per series in a 
 and can be materialized alone (the step is subsettable).
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ from cg_assets.market.fetch import (
     rows_to_table,
     split_days,
 )
-from cg_assets.market.series import MARKET_ASSETS, MarketAsset
+from cg_assets.market.series import MARKET_ASSETS, Column, MarketAsset
 from cg_assets.partitions import (
     check_history_depth,
     closed_bars_end,
@@ -41,11 +41,10 @@ GROUP = "market"
 PREVIEW_ROWS = 8
 
 
-def column_schema(asset: MarketAsset) -> dg.TableSchema:
+def column_schema(columns: Sequence[Column]) -> dg.TableSchema:
+    """Column names, types and descriptions (with units) for the asset's page in the UI."""
     return dg.TableSchema(
-        columns=[
-            dg.TableColumn(c.name, str(c.type), description=c.description) for c in asset.columns
-        ]
+        columns=[dg.TableColumn(c.name, str(c.type), description=c.description) for c in columns]
     )
 
 
@@ -57,7 +56,10 @@ def build_market_assets(settings: Settings) -> dg.AssetsDefinition:
             group_name=GROUP,
             description=a.description,
             kinds={"parquet", "duckdb"},
-            metadata={"dagster/column_schema": column_schema(a), "interval": settings.interval},
+            metadata={
+                "dagster/column_schema": column_schema(a.columns),
+                "interval": settings.interval,
+            },
         )
         for a in MARKET_ASSETS
     ]

@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+from filelock import FileLock
 
 PART_NAME = "part-0.parquet"
 
@@ -53,6 +54,13 @@ class Lake:
             tmp.unlink(missing_ok=True)
         _fsync_dir(final.parent)
         return final
+
+    def lock(self, asset: str, day: date, timeout_s: float = 300.0) -> FileLock:
+        """Serialises read-modify-write of one day across processes (appending assets need it;
+        assets that rewrite a whole day from the API do not)."""
+        path = self.partition_path(asset, day).parent / ".lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(path), timeout=timeout_s)
 
     def existing_paths(self, asset: str, days: Iterable[date]) -> list[str]:
         return [str(p) for d in days if (p := self.partition_path(asset, d)).exists()]

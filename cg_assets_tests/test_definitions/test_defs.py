@@ -30,20 +30,25 @@ def test_module_exposes_defs_lazily(monkeypatch: pytest.MonkeyPatch, env: dict[s
 
 def test_asset_graph_is_the_market_contract(defs: dg.Definitions):
     graph = defs.resolve_asset_graph()
-    market = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert market == {a.name for a in MARKET_ASSETS}
+    groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    assert groups == {
+        **{a.name: "market" for a in MARKET_ASSETS},
+        "liquidation_orders": "liquidations",
+    }
     for asset in MARKET_ASSETS:
         node = graph.get(dg.AssetKey(asset.name))
-        assert node.group_name == "market"
         schema = node.metadata["dagster/column_schema"]
         assert [c.name for c in schema.columns] == [c.name for c in asset.columns]
         assert all(c.description for c in schema.columns)
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
-    assert checks == {(a.name, c) for a in MARKET_ASSETS for c in CHECKS}
+    liquidation_checks = {"unique_event_id", "valid_values", "sidecar_fresh"}
+    assert checks == {(a.name, c) for a in MARKET_ASSETS for c in CHECKS} | {
+        ("liquidation_orders", c) for c in liquidation_checks
+    }
 
 
 def eval_schedule(defs: dg.Definitions, name: str, at: datetime) -> list[dg.RunRequest] | str:
-    schedule = defs.get_schedule_def(name)
+    schedule = defs.resolve_schedule_def(name)
     with dg.instance_for_test() as instance:
         result = schedule.evaluate_tick(
             dg.build_schedule_context(

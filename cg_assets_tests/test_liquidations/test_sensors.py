@@ -1,0 +1,88 @@
+import json
+import time
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import dagster as dg
+
+from cg_assets.definitions import build_defs
+from cg_assets.settings import Settings
+from cg_assets_tests.test_liquidations.conftest import day_ms, gap, write_segment, ws_event
+
+
+def utc_day(ms: int) -> date:
+    return datetime.fromtimestamp(ms / 1000, UTC).date()
+
+
+def tick(defs: dg.Definitions, name: str, cursor: str | None, instance: dg.DagsterInstance):
+    sensor = defs.resolve_sensor_def(name)
+    context = dg.build_sensor_context(cursor=cursor, instance=instance, definitions=defs)
+    return sensor.evaluate_tick(context)
+
+
+def test_spool_sensor_requests_each_segment_once_across_restarts(settings: Settings, spool: Path):
+    defs = build_defs(settings)
+    t = day_ms(1)
+    for seq in range(3):
+        write_segment(spool, seq, [ws_event(t + seq * 1000 + i, i) for i in range(5)])
+    with dg.instance_for_test() as instance:
+        first = tick(defs, "liquidation_spool_sensor", None, instance)
+        [request] = first.run_requests
+        assert request.run_key == "spool-0-2"
+        assert request.run_config["ops"]["liquidation_orders"]["config"] == {
+            "first_seq": 0,
+            "last_seq": 2,
+        }
+        assert request.tags["dagster/asset_partition_range_end"] == utc_day(t).isoformat()
+        assert first.cursor == "2"
+        # A restarted daemon resumes from the stored cursor: nothing new, nothing requested.
+        again = tick(defs, "liquidation_spool_sensor", first.cursor, instance)
+        assert not again.run_requests
+        assert "no spool segment after #2" in again.skip_message
+        write_segment(spool, 3, [ws_event(t + 9000, 1)])
+        later = tick(defs, "liquidation_spool_sensor", first.cursor, instance)
+        assert [r.run_key for r in later.run_requests] == ["spool-3-3"]
+
+
+def test_batch_spans_the_days_its_events_and_gaps_touch(settings: Settings, spool: Path):
+    defs = build_defs(settings)
+    old, new = day_ms(3, hour=23), day_ms(1, hour=1)
+    write_segment(spool, 0, [ws_event(new, 0), gap(old, new), ws_event(new + 5, 1)])
+    with dg.instance_for_test() as instance:
+        [request] = tick(defs, "liquidation_spool_sensor", None, instance).run_requests
+    assert request.tags["dagster/asset_partition_range_start"] == utc_day(old).isoformat()
+    assert request.tags["dagster/asset_partition_range_end"] == utc_day(new).isoformat()
+
+
+def write_status(settings: Settings, age_s: float) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    status = {"connected": True, "updated_at": int((time.time() - age_s) * 1000)}
+    (settings.data_dir / "sidecar_status.json").write_text(json.dumps(status))
+
+
+def test_stale_sidecar_is_reported_once_per_incident(settings: Settings):
+    defs = build_defs(settings)
+    with dg.instance_for_test() as instance:
+        write_status(settings, age_s=1)
+        healthy = tick(defs, "sidecar_health_sensor", None, instance)
+        assert "still fresh" in healthy.skip_message
+        write_status(settings, age_s=120)
+        incident = tick(defs, "sidecar_health_sensor", "fresh", instance)
+        [evaluation] = incident.asset_events
+        assert (evaluation.check_name, evaluation.passed) == ("sidecar_fresh", False)
+        assert "120 s ago" in evaluation.metadata["reason"].value
+        assert incident.cursor == "stale"
+        assert tick(defs, "sidecar_health_sensor", "stale", instance).skip_message.startswith(
+            "sidecar still stale"
+        )
+        write_status(settings, age_s=0)
+        recovered = tick(defs, "sidecar_health_sensor", "stale", instance)
+        assert [e.passed for e in recovered.asset_events] == [True]
+
+
+def test_missing_status_file_counts_as_stale(settings: Settings):
+    defs = build_defs(settings)
+    with dg.instance_for_test() as instance:
+        result = tick(defs, "sidecar_health_sensor", None, instance)
+    [evaluation] = result.asset_events
+    assert "is `python -m ws_sidecar` running?" in evaluation.metadata["reason"].value
