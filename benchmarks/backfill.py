@@ -64,6 +64,8 @@ def start_simulator(port: int) -> subprocess.Popen:
             sys.executable,
             "-m",
             "cg_assets.sim.cli",
+            "--ws-port",
+            "0",
             "--port",
             str(port),
             "--plan",

@@ -9,6 +9,7 @@ child runs in its own session with default signal handlers restored, because a b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -113,16 +114,37 @@ def launch_backfill(ui: str, days: int) -> str:
 
 
 def stop(procs: list[subprocess.Popen]) -> None:
+    """SIGINT each child's session, then sweep whatever of it outlives the leader (dagster dev
+    can exit before the code servers it spawned), escalating to SIGKILL after a deadline."""
     for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
+        _signal_group(proc.pid, signal.SIGINT)
     deadline = time.monotonic() + 20
     for proc in procs:
         try:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            _signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
+    for proc in procs:
+        _signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while any(_group_alive(p.pid) for p in procs) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for proc in procs:
+        _signal_group(proc.pid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -137,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ui-port", type=int, default=3000)
     parser.add_argument("--sim-port", type=int, default=8765)
+    parser.add_argument("--ws-port", type=int, default=8766)
+    parser.add_argument("--sidecar-port", type=int, default=8790)
     parser.add_argument("--backfill-days", type=int, default=7)
     args = parser.parse_args(argv)
 
@@ -145,12 +169,16 @@ def main(argv: list[str] | None = None) -> None:
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
     sim_port, ui_port = free_port(args.sim_port), free_port(args.ui_port)
+    ws_port, health_port = free_port(args.ws_port), free_port(args.sidecar_port)
     sim_url, ui = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{ui_port}"
+    health = f"http://127.0.0.1:{health_port}"
     env = {
         **os.environ,
         "CG_API_BASE_URL": sim_url,
         "CG_PLAN": "professional",
         "CG_DATA_DIR": str(data_dir),
+        "CG_WS_URL": f"ws://127.0.0.1:{ws_port}/ws-api",
+        "SIDECAR_HEALTH_PORT": str(health_port),
         "DAGSTER_HOME": str(home),
     }
     env.pop("CG_API_KEY", None)
@@ -158,13 +186,21 @@ def main(argv: list[str] | None = None) -> None:
     procs: list[subprocess.Popen] = []
     try:
         sim = spawn(
-            [str(bin_dir / "cg-sim"), "--port", str(sim_port), "--no-require-key"],
+            [
+                str(bin_dir / "cg-sim"),
+                *("--port", str(sim_port), "--ws-port", str(ws_port)),
+                "--no-require-key",
+            ],
             env,
             data_dir / "simulator.log",
         )
         procs.append(sim)
         wait_http(f"{sim_url}/api/futures/supported-coins", sim, 30)
         print(f"simulator      {sim_url}  (log: {data_dir / 'simulator.log'})")
+        sidecar = spawn([sys.executable, "-m", "ws_sidecar"], env, data_dir / "sidecar.log")
+        procs.append(sidecar)
+        wait_http(f"{health}/health/live", sidecar, 30)
+        print(f"ws_sidecar     {health}/health/ready  {health}/metrics")
         dev = spawn(
             [
                 str(bin_dir / "dagster"),

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def leftovers(marker: str) -> list[str]:
 
 def test_demo_backfills_and_ctrl_c_stops_everything(tmp_path: Path):
     data_dir = tmp_path / "demo-data"
-    ui_port, sim_port = free_port(), free_port()
+    ui_port, sim_port, ws_port, health_port = (free_port() for _ in range(4))
     env = {k: v for k, v in os.environ.items() if not k.startswith("CG_")}
     env["CG_DATA_DIR"] = str(data_dir)
     demo = subprocess.Popen(
@@ -70,6 +71,10 @@ def test_demo_backfills_and_ctrl_c_stops_everything(tmp_path: Path):
             str(ui_port),
             "--sim-port",
             str(sim_port),
+            "--ws-port",
+            str(ws_port),
+            "--sidecar-port",
+            str(health_port),
             "--backfill-days",
             "2",
         ],
@@ -95,9 +100,17 @@ def test_demo_backfills_and_ctrl_c_stops_everything(tmp_path: Path):
         assert statuses == ["SUCCESS"]
         for asset in MARKET_ASSETS:
             assert len(list((data_dir / "lake" / asset.name).glob("date=*/part-0.parquet"))) == 3
+        # The sidecar streams into the spool and the spool sensor turns it into the asset.
+        wait_for(
+            lambda: list((data_dir / "lake" / "liquidation_orders").glob("date=*/part-0.parquet")),
+            120,
+            "liquidation_orders from the spool",
+        )
     finally:
         demo.send_signal(signal.SIGINT)
         demo.communicate(timeout=60)
     assert demo.returncode == 0
     assert leftovers(str(data_dir)) == []
     assert leftovers(f"--port {sim_port}") == []
+    with pytest.raises(urllib.error.URLError, match="Connection refused"):
+        urllib.request.urlopen(f"http://127.0.0.1:{health_port}/health/live", timeout=2)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from dagster import DagsterInstance
 
 from cg_assets.storage import Catalog, Lake
 
@@ -89,8 +90,16 @@ def run_parallel(
 
 @pytest.fixture
 def proc_env(env: dict[str, str], tmp_path: Path) -> dict[str, str]:
+    """A DAGSTER_HOME whose SQLite storage already exists.
+
+    Two Dagster processes that both find a brand-new DAGSTER_HOME race to create the same
+    tables and one dies with "table secondary_indexes already exists" (seen in CI). Users meet
+    an initialised home (`make demo` starts `dagster dev` first), so the test does the same.
+    """
     home = tmp_path / "dagster_home"
     home.mkdir()
+    with DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_runs_count() == 0
     return {**os.environ, **env, "DAGSTER_HOME": str(home)}
 
 
