@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format install clean-demo
+.PHONY: demo run test lint format install clean-demo
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cg-pipeline needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -26,6 +26,9 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+run: $(VENV)/.installed
+	$(BIN)/python -m cg_assets.run
 
 demo: $(VENV)/.installed
 	$(BIN)/python -m cg_assets.demo

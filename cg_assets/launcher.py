@@ -1,0 +1,195 @@
+"""Starting and stopping the product's processes: shared by `make demo` and `make run`.
+
+Each child runs in its own session with SIGINT/SIGTERM restored to their defaults, because a
+`dagster dev` started from a script or in the background otherwise inherits ignored signals
+and cannot be stopped cleanly. Stopping sweeps each child's whole process group, since
+`dagster dev` can exit before the code servers and daemon it spawned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+# Exec a command with SIGINT/SIGTERM reset to their defaults (see the module docstring).
+EXEC_WITH_DEFAULT_SIGNALS = (
+    "import os, signal, sys;"
+    "signal.signal(signal.SIGINT, signal.SIG_DFL);"
+    "signal.signal(signal.SIGTERM, signal.SIG_DFL);"
+    "os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+# Queued runs start within about a second; four at once keep a laptop responsive.
+DAGSTER_YAML = """\
+telemetry:
+  enabled: false
+run_coordinator:
+  module: dagster.core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 4
+    dequeue_interval_seconds: 1
+    dequeue_use_threads: true
+"""
+
+BIN = Path(sys.executable).parent
+
+
+def free_port(preferred: int) -> int:
+    """`preferred` if nothing listens on it, else any free loopback port."""
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", preferred)) != 0:
+            return preferred
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prepare_dagster_home(data_dir: Path) -> Path:
+    home = data_dir / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    return home
+
+
+def graphql(ui: str, query: str, variables: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"{ui}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+class Launcher:
+    """The children of one `make demo` / `make run`; `with` stops them all on the way out."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> Launcher:
+        # Started from a script or in the background, this process may inherit ignored SIGINT;
+        # make Ctrl-C and SIGTERM both take the orderly shutdown path.
+        signal.signal(signal.SIGINT, _interrupt)
+        signal.signal(signal.SIGTERM, _interrupt)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        """Start `cmd` with its output in `<log_dir>/<name>.log`."""
+        log = self.log_dir / f"{name}.log"
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-c", EXEC_WITH_DEFAULT_SIGNALS, *cmd],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def wait_http(self, url: str, proc: subprocess.Popen, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise SystemExit(
+                    f"{proc.args[3]} exited with {proc.returncode} before serving {url}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=2):
+                    return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.5)
+        raise SystemExit(f"{url} did not answer within {timeout_s:.0f}s")
+
+    def start_dagster(self, ui_port: int) -> str:
+        """`dagster dev` on the workspace; returns the UI URL once it answers."""
+        dev = self.spawn(
+            "dagster",
+            [
+                str(BIN / "dagster"),
+                "dev",
+                "-w",
+                "workspace.yaml",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(ui_port),
+            ],
+        )
+        ui = f"http://127.0.0.1:{ui_port}"
+        print("starting dagster dev (about 15 s)...")
+        self.wait_http(f"{ui}/server_info", dev, 180)
+        graphql(ui, "mutation { setNuxSeen }")
+        return ui
+
+    def start_schedules(self) -> None:
+        subprocess.run(
+            [str(BIN / "dagster"), "schedule", "start", "--start-all", "-w", "workspace.yaml"],
+            env=self.env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+
+    def wait(self) -> None:
+        """Until Ctrl-C, or until a child dies (then the rest are stopped too)."""
+        try:
+            while all(p.poll() is None for p in self.procs):
+                time.sleep(1)
+            print("a child process exited; stopping the rest", file=sys.stderr)
+        except KeyboardInterrupt:
+            print("\nstopping...")
+
+    def stop(self) -> None:
+        """SIGINT each child's session, then sweep whatever of it outlives the leader,
+        escalating to SIGKILL after a deadline."""
+        procs = self.procs
+        for proc in procs:
+            _signal_group(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + 20
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+        for proc in procs:
+            _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while any(_group_alive(p.pid) for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for proc in procs:
+            _signal_group(proc.pid, signal.SIGKILL)
+        self.procs = []
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
