@@ -10,6 +10,12 @@ WebSocket server calls it every push, REST before each query), in one numpy pass
 rate of 50,000 events/s costs a few milliseconds per push. They are stored column-wise in
 time-ordered chunks: two million events take about 70 MB instead of the ~400 MB that as many
 Python objects would.
+
+When the market plays a scenario, each episode's liquidation orders join the random ones as
+the episode's minutes pass: a whale order at the episode's start and a wave through its first
+minute, then a tail. They are planned per episode from the seed, so they are the same however
+often `advance()` is called, and `injected` records them (and every `burst`) so a benchmark
+can measure alert latency from the moment an order existed.
 """
 
 from __future__ import annotations
@@ -17,14 +23,17 @@ from __future__ import annotations
 import math
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 
+from cg_assets.coinglass.plans import MINUTE_MS
 from cg_assets.sim.market import COINS, EXCHANGES, Instrument, SyntheticMarket
+from cg_assets.sim.scenarios import Episode
 
 Side = Literal["long", "short"]
 Clock = Callable[[], int]
@@ -37,6 +46,49 @@ _USD_DECIMALS = 4
 # Chunks below this size are merged with the next batch, so a slow feed does not pile up
 # millions of tiny arrays over its eight days of history.
 _MIN_CHUNK = 4_096
+# An episode's orders at strength 1: the opening minute (a whale at the start, then a wave)
+# crosses the heads-up thresholds (one order >= $1M, or >= $5M of one coin in a minute) on
+# its own; the tail keeps the liquidations coming while the flush runs.
+_OPENING_USD = 8e6
+_WHALE_SHARE = (0.3, 0.4)  # of the opening minute
+_OPENING_ORDERS = 8
+_TAIL_USD = 6e6
+_TAIL_ORDERS = 16
+_TAIL_MS = 5 * MINUTE_MS
+
+
+Wave = Literal["opening", "tail", "burst"]
+
+
+@dataclass(frozen=True, slots=True)
+class Injection:
+    """Liquidations put into the feed on purpose: an episode's opening minute or tail, or one
+    `burst`. `time_ms` is its first order's time, the earliest a client could see it; the
+    record is added once all of its orders are in the feed."""
+
+    time_ms: int
+    coin: str
+    side: Side
+    usd_total: float
+    orders: int
+    largest_usd: float
+    wave: Wave
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """An episode's orders, in time order; `wave` is 0 for the opening minute, 1 for the tail."""
+
+    episode: Episode
+    time: np.ndarray
+    inst: np.ndarray
+    usd: np.ndarray
+    wave: np.ndarray
+
+
+def _usd_sum(usd: np.ndarray) -> float:
+    """A total rounded like the values, so it does not depend on how the sum was split up."""
+    return round(float(usd.sum()), _USD_DECIMALS)
 
 
 def _wall_clock_ms() -> int:
@@ -192,7 +244,8 @@ class LiquidationFeed:
     after down-moves; usd values are lognormal with a heavy tail. `rate_per_s` may be changed
     at any time and applies from the next `advance()`. History keeps the newest `max_events`
     events of the last `history_s` seconds. `clock` returns milliseconds; the feed starts
-    empty at the clock's time of construction. Thread-safe.
+    empty at the clock's time of construction (so a scenario's episodes before then have no
+    orders here, only their bars in the market). Thread-safe.
     """
 
     def __init__(
@@ -214,11 +267,21 @@ class LiquidationFeed:
         instruments = _usdt_perpetuals(market)
         self.names = _Names.of(instruments)
         self._weights = _volume_weights(market, instruments)
+        self.seed = seed
         self._rng = np.random.default_rng(seed)
         self._chunks: deque[EventBatch] = deque()
         self._size = 0
         self._next_seq = 0
         self._lock = threading.Lock()
+        scenario = market.scenario
+        self._episodes = tuple(
+            e
+            for e in (scenario.episodes if scenario else ())
+            if len(self._candidates(e.coin, None))
+        )
+        self._plans: dict[Episode, _Plan] = {}
+        self._tallies: dict[tuple[Episode, int], Injection] = {}
+        self._injected: list[Injection] = []
         self._warm_up(self.clock())
         self._last_ms = self.clock()
 
@@ -251,6 +314,12 @@ class LiquidationFeed:
     def __len__(self) -> int:
         return self._size
 
+    @property
+    def injected(self) -> list[Injection]:
+        """Every injection so far (episode waves and bursts), in the order they completed."""
+        with self._lock:
+            return list(self._injected)
+
     # ------------------------------------------------------------------ generation
 
     def advance(self, now_ms: int | None = None) -> EventBatch:
@@ -269,7 +338,17 @@ class LiquidationFeed:
             self._last_ms = now
             times = np.sort(self._rng.integers(start + 1, now + 1, n, dtype=np.int64))
             inst = self._rng.choice(len(self._weights), n, p=self._weights)
-            return self._append(times, inst, self._usd_values(n), None)
+            usd = self._usd_values(n)
+            long_ = self._sides(times, inst)
+            planned = self._planned(start, now)
+            if planned is not None:
+                times, inst, usd, long_ = (
+                    np.concatenate([a, b])
+                    for a, b in zip((times, inst, usd, long_), planned, strict=True)
+                )
+                order = np.argsort(times, kind="stable")
+                times, inst, usd, long_ = times[order], inst[order], usd[order], long_[order]
+            return self._append(times, inst, usd, long_)
 
     def burst(
         self,
@@ -282,15 +361,9 @@ class LiquidationFeed:
         """Inject a cascade now: `n` liquidations of `coin` worth `usd_total` in all, on one
         side (default: the side the market is liquidating now), on `exchange` or spread over
         exchanges by volume. All carry the current millisecond, after everything before them.
+        With n=1 it is one order of exactly `usd_total` (what a control endpoint wants).
         """
-        candidates = np.array(
-            [
-                i
-                for i, inst in enumerate(self.instruments)
-                if inst.base_asset == coin and exchange in (None, inst.exchange)
-            ],
-            dtype=np.int16,
-        )
+        candidates = self._candidates(coin, exchange)
         if n < 1:
             raise ValueError(f"a burst needs at least one event, got n={n}")
         if not len(candidates):
@@ -307,26 +380,151 @@ class LiquidationFeed:
             times = np.full(n, self._last_ms, dtype=np.int64)
             parts = self._rng.lognormal(0.0, 1.0, n)
             usd = np.round(usd_total * parts / parts.sum(), _USD_DECIMALS)
-            return self._append(times, inst, usd, side).events()
+            batch = self._append(times, inst, usd, np.full(n, side == "long"))
+            self._injected.append(
+                Injection(self._last_ms, coin, side, _usd_sum(usd), n, float(usd.max()), "burst")
+            )
+            return batch.events()
+
+    def _candidates(self, coin: str, exchange: str | None) -> np.ndarray:
+        """Indexes of the coin's instruments (on `exchange`, or all)."""
+        return np.array(
+            [
+                i
+                for i, inst in enumerate(self.instruments)
+                if inst.base_asset == coin and exchange in (None, inst.exchange)
+            ],
+            dtype=np.int16,
+        )
 
     def _usd_values(self, n: int) -> np.ndarray:
         usd = self._rng.lognormal(math.log(_USD_MEDIAN), _USD_SIGMA, n)
         return np.round(np.maximum(usd, 1.0), _USD_DECIMALS)
 
+    def _sides(self, times: np.ndarray, inst: np.ndarray) -> np.ndarray:
+        """Whether each event liquidated a long, drawn from the market's long/short split in
+        its minute."""
+        p_long = np.empty(len(times))
+        for i in np.unique(inst).tolist():
+            at = inst == i
+            p_long[at] = self.market.long_liquidation_share(
+                self.instruments[i].base_asset, times[at]
+            )
+        return self._rng.random(len(times)) < p_long
+
+    # ------------------------------------------------------------------ scenario episodes
+
+    def _plan(self, episode: Episode) -> _Plan:
+        """The episode's orders, drawn from the feed's seed and the episode alone."""
+        plan = self._plans.get(episode)
+        if plan is not None:
+            return plan
+        rng = np.random.default_rng(
+            [self.seed, zlib.crc32(episode.coin.encode()), episode.start_ms // MINUTE_MS]
+        )
+        opening = episode.strength * _OPENING_USD
+        whale = opening * rng.uniform(*_WHALE_SHARE)
+        wave = rng.lognormal(0.0, 0.8, _OPENING_ORDERS - 1)
+        tail = rng.lognormal(0.0, 0.8, _TAIL_ORDERS)
+        usd = np.concatenate(
+            [
+                [whale],
+                (opening - whale) * wave / wave.sum(),
+                episode.strength * _TAIL_USD * tail / tail.sum(),
+            ]
+        )
+        offsets = np.concatenate(
+            [
+                [0],
+                np.sort(rng.integers(1, MINUTE_MS, _OPENING_ORDERS - 1)),
+                MINUTE_MS + np.sort((rng.random(_TAIL_ORDERS) ** 2 * _TAIL_MS).astype(np.int64)),
+            ]
+        )
+        candidates = self._candidates(episode.coin, None)
+        p = self._weights[candidates] / self._weights[candidates].sum()
+        plan = _Plan(
+            episode,
+            episode.start_ms + offsets.astype(np.int64),
+            rng.choice(candidates, len(usd), p=p),
+            np.round(usd, _USD_DECIMALS),
+            np.repeat([0, 1], [_OPENING_ORDERS, _TAIL_ORDERS]),
+        )
+        self._plans[episode] = plan
+        return plan
+
+    def _planned(
+        self, start: int, now: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """Episode orders timed in (start, now] as (time, inst, usd, long) columns, recording
+        each wave they complete (lock held); None when there are none."""
+        plans = [
+            self._plan(e)
+            for e in self._episodes
+            if e.start_ms <= now and e.start_ms + MINUTE_MS + _TAIL_MS > start
+        ]
+        picked = []
+        completed: list[tuple[int, Injection]] = []
+        for plan in plans:
+            due = (plan.time > start) & (plan.time <= now)
+            if not due.any():
+                continue
+            picked.append((plan, due))
+            for wave in np.unique(plan.wave[due]).tolist():
+                done = self._tally(plan, wave, due & (plan.wave == wave), now)
+                if done is not None:
+                    completed.append(done)
+        self._injected.extend(record for _, record in sorted(completed, key=lambda c: c[0]))
+        if not picked:
+            return None
+        return (
+            np.concatenate([p.time[d] for p, d in picked]),
+            np.concatenate([p.inst[d] for p, d in picked]),
+            np.concatenate([p.usd[d] for p, d in picked]),
+            np.concatenate([np.full(d.sum(), p.episode.side == "long") for p, d in picked]),
+        )
+
+    def _tally(
+        self, plan: _Plan, wave: int, due: np.ndarray, now: int
+    ) -> tuple[int, Injection] | None:
+        """Add a wave's orders now due to its running record; once the wave is complete, its
+        last order's time and record."""
+        key = (plan.episode, wave)
+        usd = plan.usd[due]
+        sofar = self._tallies.pop(key, None)
+        if sofar is None:
+            record = Injection(
+                int(plan.time[due][0]),
+                plan.episode.coin,
+                plan.episode.side,
+                _usd_sum(usd),
+                len(usd),
+                float(usd.max()),
+                "opening" if wave == 0 else "tail",
+            )
+        else:
+            record = replace(
+                sofar,
+                usd_total=_usd_sum(np.append(usd, sofar.usd_total)),
+                orders=sofar.orders + len(usd),
+                largest_usd=max(sofar.largest_usd, float(usd.max())),
+            )
+        last = int(plan.time[plan.wave == wave][-1])
+        if last <= now:
+            return last, record
+        self._tallies[key] = record
+        return None
+
     def _append(
-        self, times: np.ndarray, inst: np.ndarray, usd: np.ndarray, side: Side | None
+        self, times: np.ndarray, inst: np.ndarray, usd: np.ndarray, long_: np.ndarray
     ) -> EventBatch:
-        """Price and side the drawn events, store them and prune history (lock held)."""
+        """Price the events, store them and prune history (lock held)."""
         n = len(times)
         price = np.empty(n)
-        p_long = np.empty(n)
         for i in np.unique(inst).tolist():
             at = inst == i
             spec = self.instruments[i]
             raw = self.market.price_at(spec.exchange, spec.instrument_id, times[at])
             price[at] = np.round(raw, COINS[spec.base_asset].price_decimals)
-            p_long[at] = self.market.long_liquidation_share(spec.base_asset, times[at])
-        long_ = np.full(n, side == "long") if side else self._rng.random(n) < p_long
         seq = np.arange(self._next_seq, self._next_seq + n, dtype=np.int64)
         self._next_seq += n
         batch = EventBatch(self.names, seq, times, inst.astype(np.int16), price, usd, long_)

@@ -20,12 +20,15 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 
 from cg_assets.coinglass.plans import DAY_MS, MINUTE_MS
+
+if TYPE_CHECKING:
+    from cg_assets.sim.scenarios import Scenario
 
 DEFAULT_EPOCH_MS = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp() * 1000)
 
@@ -43,6 +46,11 @@ _LIQ_MOMENTUM_HALFLIFE_MIN = 15  # liquidations follow the move of the last quar
 _FAST_MOMENTUM_HALFLIFE_MIN = 240
 _SLOW_MOMENTUM_HALFLIFE_MIN = 480
 _LIQ_PER_MIN_OF_OI = 1.2e-5
+# Long-run means of the positioning series, which scenario episodes push away from and back to.
+FUNDING_MEAN = 0.01  # percent per 8h
+GLOBAL_LONG_MEAN = 56.0
+TOP_ACCOUNT_LONG_MEAN = 53.0
+TOP_POSITION_LONG_MEAN = 51.0
 
 LongShortKind = Literal["global_account", "top_account", "top_position"]
 InstrumentKind = Literal["linear_perp", "inverse_perp", "dated"]
@@ -326,7 +334,7 @@ def _generate_chunk(
     oi = spec.open_interest_usd * np.exp(oi_dev)
 
     funding_noise = _ar1_noise(rng, n, 720, 0.008, st.funding_noise)
-    funding = np.clip(0.01 + 0.03 * slow_n + funding_noise, -0.3, 0.4)
+    funding = np.clip(FUNDING_MEAN + 0.03 * slow_n + funding_noise, -0.3, 0.4)
 
     volume = (
         spec.daily_volume_usd
@@ -347,12 +355,14 @@ def _generate_chunk(
         "oi": oi,
         "funding": funding,
         # Retail leans long into drops; top traders follow the trend.
-        "global_long": np.clip(56.0 - 9.0 * np.tanh(slow_n / 1.5) + global_noise, 5.0, 95.0),
+        "global_long": np.clip(
+            GLOBAL_LONG_MEAN - 9.0 * np.tanh(slow_n / 1.5) + global_noise, 5.0, 95.0
+        ),
         "top_account_long": np.clip(
-            53.0 + 5.0 * np.tanh(slow_n / 1.5) + top_account_noise, 5.0, 95.0
+            TOP_ACCOUNT_LONG_MEAN + 5.0 * np.tanh(slow_n / 1.5) + top_account_noise, 5.0, 95.0
         ),
         "top_position_long": np.clip(
-            51.0 + 7.0 * np.tanh(fast_n / 1.5) + top_position_noise, 5.0, 95.0
+            TOP_POSITION_LONG_MEAN + 7.0 * np.tanh(fast_n / 1.5) + top_position_noise, 5.0, 95.0
         ),
         "volume": volume,
         "buy": volume * buy_share,
@@ -530,13 +540,20 @@ class SyntheticMarket:
     the last bar may be the current, partial one). Frames have an int64 `time` column (bar start,
     ms) and float columns named as the API names them. Per-pair methods raise KeyError for an
     exchange or instrument the market does not list.
+
+    A `scenario` draws its episodes into the minute grid as each chunk is generated; it is
+    fixed at construction, so no minute is ever cached without the episodes that touch it.
+    Without one (or with "calm") the grid is the plain seeded market.
     """
 
-    def __init__(self, seed: int = 7, epoch_ms: int = DEFAULT_EPOCH_MS) -> None:
+    def __init__(
+        self, seed: int = 7, epoch_ms: int = DEFAULT_EPOCH_MS, scenario: Scenario | None = None
+    ) -> None:
         if epoch_ms % MINUTE_MS:
             raise ValueError(f"epoch_ms must be on a minute boundary, got {epoch_ms}")
         self.seed = seed
         self.epoch_ms = epoch_ms
+        self.scenario = scenario
         self.coins: tuple[str, ...] = tuple(COINS)
         self.exchanges: tuple[str, ...] = tuple(EXCHANGES)
         self._instruments: dict[str, dict[str, Instrument]] = {
@@ -577,6 +594,9 @@ class SyntheticMarket:
             while length < minutes:
                 rng = np.random.default_rng([self.seed, self._salt(coin), length // _CHUNK])
                 chunk, state = _generate_chunk(COINS[coin], rng, state, _CHUNK)
+                if self.scenario is not None:
+                    start_ms = self.epoch_ms + length * MINUTE_MS
+                    chunk = self.scenario.shape(COINS[coin], chunk, start_ms)
                 parts.append(chunk)
                 length += _CHUNK
             if have is None or length > have.length:

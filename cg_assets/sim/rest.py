@@ -10,6 +10,7 @@ per-endpoint mix of strings and numbers. Faults (latency, 503s, body errors, tru
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import random
@@ -36,6 +37,7 @@ from cg_assets.coinglass.plans import (
     min_plan_for_path,
     parse_plan,
 )
+from cg_assets.sim.heatmap import HEATMAP_RANGES, coin_candles, model_heatmap, pair_candles
 from cg_assets.sim.liquidations import EventBatch, LiquidationFeed
 from cg_assets.sim.market import (
     COINS,
@@ -617,6 +619,44 @@ def _order_rows(batch: EventBatch) -> list[JsonBody]:
     ]
 
 
+def _model_heatmap(model: int, aggregated: bool) -> Route:
+    """liquidation/(aggregated-)heatmap/modelN (reference §5.6): `data` is an object of level
+    prices, [candle, level, USD] cells and candles whose time is in SECONDS, prices strings."""
+
+    def route(call: _Call) -> Any:
+        if aggregated:
+            coin = call.coin()
+        else:
+            inst = call.instrument()
+            coin = inst.base_asset
+        label = call.require("range")
+        if label not in HEATMAP_RANGES:
+            raise ApiError("400", f"range must be one of {', '.join(HEATMAP_RANGES)}")
+        candles = (
+            coin_candles(call.market, coin, label, call.now)
+            if aggregated
+            else pair_candles(call.market, inst, label, call.now)
+        )
+        heat = model_heatmap(candles, model)
+        decimals = COINS[coin].price_decimals
+        columns = [
+            _strings(candles[c].to_numpy(), decimals) for c in ("open", "high", "low", "close")
+        ]
+        columns.append(_strings(candles["volume_usd"].to_numpy(), 4))
+        return {
+            "y_axis": np.round(heat.y_axis, decimals).tolist(),
+            "liquidation_leverage_data": [
+                [int(x), int(y), round(v, 2)] for x, y, v in heat.cells.tolist()
+            ],
+            "price_candlesticks": [
+                [t // 1000, *row]
+                for t, *row in zip(candles["time"].tolist(), *columns, strict=True)
+            ],
+        }
+
+    return route
+
+
 ROUTES: dict[str, Route] = {
     "/api/futures/funding-rate/history": _funding_history,
     "/api/futures/funding-rate/oi-weight-history": _funding_weighted("oi"),
@@ -636,6 +676,11 @@ ROUTES: dict[str, Route] = {
     "/api/futures/liquidation/exchange-list": _liquidation_exchange_list,
     "/api/futures/liquidation/order": _liquidation_orders,
     "/api/futures/price/history": _price_history,
+    **{
+        f"/api/futures/liquidation/{kind}/model{n}": _model_heatmap(n, kind != "heatmap")
+        for kind in ("heatmap", "aggregated-heatmap")
+        for n in (1, 2, 3)
+    },
     "/api/futures/supported-coins": lambda call: list(call.market.coins),
     "/api/futures/supported-exchanges": lambda call: list(call.market.exchanges),
     "/api/futures/supported-exchange-pairs": _supported_exchange_pairs,
@@ -835,7 +880,9 @@ class SimulatorServer:
         return _json(200, {"code": "0", "msg": "success", "data": data}, headers)
 
     def _admin(self, method: str, path: str, body: bytes) -> Response:
-        """Out-of-process control: `POST /_sim/faults` (JSON knobs), `GET /_sim/stats`."""
+        """Out-of-process control: `POST /_sim/faults` (JSON knobs), `GET /_sim/stats`,
+        `POST /_sim/liquidation` (one order now: {"coin", "usd", "side"?, "exchange"?}, answered
+        with the order as generated, so a benchmark knows when it entered the feed)."""
         if path == "/_sim/faults" and method == "POST":
             try:
                 values = json.loads(body or b"{}")
@@ -852,7 +899,25 @@ class SimulatorServer:
         if path == "/_sim/stats/reset" and method == "POST":
             self.reset_stats()
             return _json(200, self.stats.as_dict())
+        if path == "/_sim/liquidation" and method == "POST":
+            return self._inject(body)
         return _plain(404, "Not Found")
+
+    def _inject(self, body: bytes) -> Response:
+        try:
+            order = json.loads(body or b"{}")
+            if not isinstance(order, dict) or "coin" not in order or "usd" not in order:
+                raise ValueError('expected {"coin": ..., "usd": ...}')
+            [event] = self.feed.burst(
+                str(order["coin"]),
+                float(order["usd"]),
+                1,
+                side=order.get("side"),
+                exchange=order.get("exchange"),
+            )
+        except ValueError as exc:
+            return _json(400, {"error": str(exc)})
+        return _json(200, dataclasses.asdict(event))
 
 
 class _Handler(BaseHTTPRequestHandler):
