@@ -2,9 +2,12 @@
 
 The spool sensor's cursor is the last segment sequence number it handed to a run, and each run
 key names its segment range, so a segment is requested exactly once, across daemon restarts,
-and a burst of segments becomes one run rather than hundreds. The health sensor reports a
-stale sidecar once per incident (and its recovery once), as results of the `sidecar_fresh`
-check, since a dead sidecar produces no segments and therefore no runs to carry the news.
+and a burst of segments becomes one run rather than hundreds. While an ingestion run is queued
+or running, the sensor waits, so there is one at a time and the next batches what arrived.
+
+The health sensor reports a stale sidecar once per incident (and its recovery once), as
+results of the `sidecar_fresh` check and an ops message, since a dead sidecar produces no
+segments and therefore no runs to carry the news.
 """
 
 import time
@@ -13,6 +16,9 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from cg_assets.alerts.messages import escape
+from cg_assets.alerts.ops import send_ops
+from cg_assets.alerts.resources import TelegramResource
 from cg_assets.liquidations.assets import ASSET, sidecar_staleness, spool_dir, status_path
 from cg_assets.settings import Settings
 from ws_sidecar.spool import Segment, list_segments, segment_time_bounds
@@ -23,6 +29,12 @@ if TYPE_CHECKING:
     )
 
 MAX_SEGMENTS_PER_RUN = 2000
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 # Events can arrive a little after they happened; widen a batch's day range by this much.
 LATE_EVENT_SLACK_MS = 10 * 60_000
 
@@ -52,6 +64,13 @@ def build_liquidation_sensors(
         segments = list_segments(spool_dir(settings), after_seq=after)[:MAX_SEGMENTS_PER_RUN]
         if not segments:
             return dg.SkipReason(f"no spool segment after #{after}")
+        in_flight = context.instance.get_runs_count(
+            dg.RunsFilter(job_name=job.name, statuses=IN_FLIGHT)
+        )
+        if in_flight:
+            # One ingestion at a time: a run costs seconds of CPU to start, so while one is
+            # busy the segments wait and the next run takes them all as one batch.
+            return dg.SkipReason(f"{len(segments)} segment(s) wait for the running ingestion")
         first, last = segments[0].seq, segments[-1].seq
         today = datetime.now(UTC).date()
         start, end = batch_days(segments, settings.start_date, today)
@@ -71,10 +90,14 @@ def build_liquidation_sensors(
         name="sidecar_health_sensor",
         minimum_interval_seconds=15,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Reports a stale ws_sidecar (no status update for 60 s) once per incident.",
+        description="Reports a stale ws_sidecar (no status update for 60 s) once per incident,"
+        " as a failed sidecar_fresh check and an ops message on Telegram.",
     )
-    def health_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
-        stale, why = sidecar_staleness(status_path(settings), time.time())
+    def health_sensor(
+        context: dg.SensorEvaluationContext, telegram: TelegramResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        now = time.time()
+        stale, why = sidecar_staleness(status_path(settings), now)
         state = "stale" if stale else "fresh"
         if state == (context.cursor or "fresh"):
             return dg.SkipReason(f"sidecar still {state}: {why}")
@@ -82,6 +105,15 @@ def build_liquidation_sensors(
             context.log.error(f"ws_sidecar is stale: {why}")
         else:
             context.log.info(f"ws_sidecar recovered: {why}")
+        headline = "⚠️ ws_sidecar is <b>stale</b>" if stale else "✅ ws_sidecar recovered"
+        outcome = send_ops(
+            telegram,
+            settings.data_dir,
+            key=f"ops:sidecar-{state}:{int(now)}",
+            rule=f"sidecar_{state}",
+            lines=[headline, escape(why)],
+        )
+        context.log.info(f"ops alert: {outcome.status} {outcome.reason}".strip())
         evaluation = dg.AssetCheckEvaluation(
             asset_key=dg.AssetKey(ASSET),
             check_name="sidecar_fresh",

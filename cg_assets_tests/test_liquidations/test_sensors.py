@@ -1,12 +1,16 @@
+import dataclasses
 import json
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from cg_assets.definitions import build_defs
 from cg_assets.settings import Settings
+from cg_assets.sim import TelegramServer
+from cg_assets.sim.telegram import DEFAULT_CHAT_ID, DEFAULT_TOKEN
 from cg_assets_tests.test_liquidations.conftest import day_ms, gap, write_segment, ws_event
 
 
@@ -16,8 +20,10 @@ def utc_day(ms: int) -> date:
 
 def tick(defs: dg.Definitions, name: str, cursor: str | None, instance: dg.DagsterInstance):
     sensor = defs.resolve_sensor_def(name)
-    context = dg.build_sensor_context(cursor=cursor, instance=instance, definitions=defs)
-    return sensor.evaluate_tick(context)
+    with dg.build_sensor_context(
+        cursor=cursor, instance=instance, definitions=defs, resources=defs.resources
+    ) as context:
+        return sensor.evaluate_tick(context)
 
 
 def test_spool_sensor_requests_each_segment_once_across_restarts(settings: Settings, spool: Path):
@@ -60,8 +66,21 @@ def write_status(settings: Settings, age_s: float) -> None:
     (settings.data_dir / "sidecar_status.json").write_text(json.dumps(status))
 
 
-def test_stale_sidecar_is_reported_once_per_incident(settings: Settings):
-    defs = build_defs(settings)
+def test_stale_sidecar_is_reported_once_per_incident(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+):
+    with TelegramServer(tokens=[DEFAULT_TOKEN], chats=[DEFAULT_CHAT_ID]) as standin:
+        monkeypatch.setenv("TELEGRAM_BOT_TOKEN", DEFAULT_TOKEN)
+        monkeypatch.setenv("TELEGRAM_OPS_CHAT_ID", str(DEFAULT_CHAT_ID))
+        tuned = dataclasses.replace(settings, telegram_api_base_url=standin.base_url)
+        check_incident(build_defs(tuned), settings)
+        stale, recovered = standin.wait_for_messages(2, timeout_s=10)
+    assert "ws_sidecar is stale" in stale.plain
+    assert "120 s ago" in stale.plain
+    assert "ws_sidecar recovered" in recovered.plain
+
+
+def check_incident(defs: dg.Definitions, settings: Settings) -> None:
     with dg.instance_for_test() as instance:
         write_status(settings, age_s=1)
         healthy = tick(defs, "sidecar_health_sensor", None, instance)
@@ -86,3 +105,19 @@ def test_missing_status_file_counts_as_stale(settings: Settings):
         result = tick(defs, "sidecar_health_sensor", None, instance)
     [evaluation] = result.asset_events
     assert "is `python -m ws_sidecar` running?" in evaluation.metadata["reason"].value
+
+
+def test_spool_sensor_waits_while_an_ingestion_is_in_flight(settings: Settings, spool: Path):
+    defs = build_defs(settings)
+    write_segment(spool, 0, [ws_event(day_ms(1), 0)])
+    with dg.instance_for_test() as instance:
+        running = instance.add_run(
+            dg.DagsterRun(job_name="liquidation_ingest_job", status=dg.DagsterRunStatus.STARTED)
+        )
+        waiting = tick(defs, "liquidation_spool_sensor", None, instance)
+        assert not waiting.run_requests
+        assert "1 segment(s) wait for the running ingestion" in waiting.skip_message
+        write_segment(spool, 1, [ws_event(day_ms(1) + 5, 1)])
+        instance.report_run_canceled(running)
+        [request] = tick(defs, "liquidation_spool_sensor", None, instance).run_requests
+        assert request.run_key == "spool-0-1"  # what waited goes in one batch

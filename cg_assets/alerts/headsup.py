@@ -1,0 +1,305 @@
+"""The liquidation heads-up: a Telegram warning seconds after a large burst, then a verdict.
+
+`liquidation_headsup_sensor` reads the spool segments the sidecar publishes (the same files
+`liquidation_orders` ingests, so no extra connection) and finds bursts with
+`liquidations.triggers`. Each burst launches one run of `liquidation_alerts` (run key = coin and
+minute, so a burst launches once, across daemon restarts too). The run sends a short heads-up
+at once, then asks CoinGlass for the latest bars of the coin's taker flow, open interest,
+funding and aggregated liquidations, and replies to the heads-up with the confirmed alert or
+a "not confirmed" follow-up. Both go through the alert ledger, so dedup and cooldowns apply.
+
+Why a run and not the sensor itself: runs are where Dagster shows what happened (logs,
+metadata, retries), and the REST confirmation would not fit a sensor tick. The price is the
+run's start-up, about 3–4 s on top of the sensor's 5 s tick (see benchmarks/alert_latency.py).
+"""
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Self
+
+import dagster as dg
+import pyarrow as pa
+
+from cg_assets.alerts.confirm import (
+    EVIDENCE_ASSETS,
+    Confirmation,
+    ConfirmRules,
+    confirm,
+    evidence_from_tables,
+)
+from cg_assets.alerts.delivery import Outcome, deliver
+from cg_assets.alerts.ledger import SignalRef
+from cg_assets.alerts.messages import FOOTER, escape, fmt_price, fmt_usd
+from cg_assets.alerts.resources import TelegramResource
+from cg_assets.coinglass.plans import interval_ms
+from cg_assets.liquidations.assets import ASSET as ORDERS
+from cg_assets.liquidations.assets import spool_dir
+from cg_assets.liquidations.triggers import Trigger, TriggerState, TriggerThresholds, find_triggers
+from cg_assets.market.fetch import fetch_by_asset, plan_requests, rows_to_table
+from cg_assets.resources import CoinGlassResource
+from cg_assets.settings import Settings
+from ws_sidecar.spool import Segment, list_segments, read_segment
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
+
+ASSET = "liquidation_alerts"
+JOB = "liquidation_headsup_job"
+SENSOR = "liquidation_headsup_sensor"
+HEADSUP_RULE = "liquidation_burst"
+MAX_SEGMENTS_PER_TICK = 500
+
+
+class HeadsUpConfig(dg.Config):
+    """One burst, as the sensor found it, and how to confirm it."""
+
+    coin: str
+    minute: int  # ms, start of the burst's minute
+    kind: str  # single | minute
+    usd: float
+    long_usd: float
+    short_usd: float
+    largest_exchange: str
+    largest_pair: str
+    largest_price: float
+    largest_usd: float
+    received_at: int  # ms, when the sidecar received the order that crossed the limit
+    rules: ConfirmRules = ConfirmRules()
+
+    @classmethod
+    def of(cls, trigger: Trigger) -> Self:
+        largest = trigger.largest
+        return cls(
+            coin=trigger.coin,
+            minute=trigger.minute,
+            kind=trigger.kind,
+            usd=trigger.usd,
+            long_usd=trigger.long_usd,
+            short_usd=trigger.short_usd,
+            largest_exchange=largest["exchange"],
+            largest_pair=largest["pair"],
+            largest_price=float(largest["price"]),
+            largest_usd=float(largest["usd_value"]),
+            received_at=trigger.received_at,
+        )
+
+    @property
+    def side(self) -> str:
+        return "long" if self.long_usd >= self.short_usd else "short"
+
+    @property
+    def story(self) -> str:
+        return "long cascade" if self.side == "long" else "short squeeze"
+
+
+def headsup_text(burst: HeadsUpConfig) -> str:
+    minute = datetime.fromtimestamp(burst.minute / 1000, UTC)
+    what = (
+        f"one order of {fmt_usd(burst.usd)}"
+        if burst.kind == "single"
+        else f"{fmt_usd(burst.usd)} within a minute"
+    )
+    return "\n".join(
+        [
+            f"⚡ <b>{escape(burst.coin)}</b> liquidation burst: {escape(what)}",
+            f"{escape(burst.side)}s liquidated ({escape(burst.story)}?) at {minute:%H:%M} UTC",
+            f"largest {escape(fmt_usd(burst.largest_usd))} on {escape(burst.largest_exchange)}"
+            f" {escape(burst.largest_pair)} @ {escape(fmt_price(burst.largest_price))}",
+            "<i>checking funding, open interest, taker flow…</i>",
+        ]
+    )
+
+
+def verdict_text(burst: HeadsUpConfig, result: Confirmation) -> str:
+    head = (
+        f"✅ <b>{escape(burst.coin)}</b> {escape(burst.story)} confirmed"
+        if result.confirmed
+        else f"❎ <b>{escape(burst.coin)}</b> {escape(burst.story)} not confirmed"
+    )
+    checks = [f"{'✓' if c.agrees else '✗'} {escape(c.detail)}" for c in result.checks]
+    return "\n".join(
+        [
+            f"{head} ({result.agreeing}/{len(result.checks)} agree)",
+            *checks,
+            FOOTER,
+        ]
+    )
+
+
+def fetch_evidence_tables(
+    coinglass: CoinGlassResource, settings: Settings, coin: str, rules: ConfirmRules, now_ms: int
+) -> dict[str, pa.Table]:
+    """The latest bars of the confirming series, the current unfinished bar included."""
+    client = coinglass.client
+    step = interval_ms(rules.interval)
+    start, end = now_ms - (rules.bars + 1) * step, now_ms + 1
+    requests = plan_requests(EVIDENCE_ASSETS, [coin], settings.exchanges, client.resolve_pair)
+
+    def history(path: str, params: dict[str, str]) -> list[dict]:
+        return client.history(path, params, rules.interval, start, end)
+
+    return {
+        asset.name: rows_to_table(asset, fetched)
+        for asset, fetched in fetch_by_asset(history, requests)
+    }
+
+
+def build_headsup_asset(settings: Settings) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=ASSET,
+        group_name="alerts",
+        deps=[ORDERS],
+        kinds={"telegram"},
+        description="A heads-up on Telegram seconds after a large liquidation burst, then the"
+        " confirmed alert or a 'not confirmed' follow-up replying to it.",
+    )
+    def liquidation_alerts(
+        context: dg.AssetExecutionContext,
+        config: HeadsUpConfig,
+        telegram: TelegramResource,
+        coinglass: CoinGlassResource,
+    ) -> dg.MaterializeResult:
+        config.rules.validate()
+        ledger = telegram.ledger(settings.data_dir)
+        gate = telegram.gate()
+        chat_id, chat_setting = telegram.target()
+        base = f"{config.coin}:{config.minute}"
+        burst_signal = [SignalRef(HEADSUP_RULE, "HIGH")]
+        with telegram.open_sender(gate, max_wait_s=20) as sender:
+            first = deliver(
+                ledger,
+                sender,
+                key=f"headsup:{base}",
+                coin=config.coin,
+                signals=burst_signal,
+                chat_id=chat_id,
+                render=lambda fresh, held: [headsup_text(config)],
+                suppress_reason=gate,
+                chat_setting=chat_setting,
+            )
+            headsup_ms = int(time.time() * 1000)
+            context.log.info(f"heads-up {first.key}: {first.status} {first.reason}".strip())
+            if first.status != "sent" and not gate:
+                # Held back (an earlier burst of this coin was told moments ago) or refused by
+                # Telegram: a verdict without its heads-up would confuse the reader.
+                return _result(config, first, None, None, headsup_ms)
+            tables = fetch_evidence_tables(
+                coinglass, settings, config.coin, config.rules, headsup_ms
+            )
+            result = confirm(
+                config.side, evidence_from_tables(tables, config.rules.bars), config.rules
+            )
+            rule = "liquidation_confirmed" if result.confirmed else "liquidation_unconfirmed"
+            second = deliver(
+                ledger,
+                sender,
+                key=f"verdict:{base}",
+                coin=config.coin,
+                signals=[SignalRef(rule, "HIGH" if result.confirmed else "LOW")],
+                chat_id=chat_id,
+                render=lambda fresh, held: [verdict_text(config, result)],
+                reply_to=first.message_id,
+                suppress_reason=gate,
+                chat_setting=chat_setting,
+            )
+            context.log.info(f"verdict {second.key}: {second.status} {second.reason}".strip())
+        return _result(config, first, second, result, headsup_ms)
+
+    return liquidation_alerts
+
+
+def _result(
+    config: HeadsUpConfig,
+    first: Outcome,
+    second: Outcome | None,
+    result: Confirmation | None,
+    headsup_ms: int,
+) -> dg.MaterializeResult:
+    checks = (
+        "\n".join(
+            ["| check | agrees | evidence |", "|---|---|---|"]
+            + [f"| {c.name} | {'yes' if c.agrees else 'no'} | {c.detail} |" for c in result.checks]
+        )
+        if result
+        else "not evaluated"
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "coin": config.coin,
+            "burst": f"{config.kind}: ${config.usd:,.0f} ({config.side}s liquidated)",
+            "headsup": f"{first.status} {first.reason}".strip(),
+            "headsup_message_id": first.message_id or 0,
+            "received_to_headsup_s": round((headsup_ms - config.received_at) / 1000, 2),
+            "verdict": "none"
+            if second is None or result is None
+            else f"{'confirmed' if result.confirmed else 'not confirmed'}: {second.status}",
+            "checks": dg.MetadataValue.md(checks),
+        }
+    )
+
+
+def build_headsup_sensor(
+    settings: Settings, job: "UnresolvedAssetJobDefinition", thresholds: TriggerThresholds
+) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=SENSOR,
+        job=job,
+        minimum_interval_seconds=5,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Launches {ASSET} for a single liquidation ≥ ${thresholds.single_usd:,.0f}"
+        f" or ≥ ${thresholds.minute_usd:,.0f} of one coin within a minute.",
+    )
+    def liquidation_headsup_sensor(
+        context: dg.SensorEvaluationContext,
+    ) -> dg.SensorResult | dg.SkipReason:
+        state = TriggerState.from_cursor(context.cursor)
+        segments = list_segments(spool_dir(settings), after_seq=state.seq)
+        if context.cursor is None:
+            # Start at the spool's end: bursts from before the sensor existed are history.
+            state.seq = segments[-1].seq if segments else -1
+            return dg.SensorResult(
+                cursor=state.to_cursor(), skip_reason="starting at the spool's end"
+            )
+        if not segments:
+            return dg.SkipReason(f"no spool segment after #{state.seq}")
+        segments = segments[:MAX_SEGMENTS_PER_TICK]
+        triggers = find_triggers(_events(segments), state, thresholds)
+        state.seq = segments[-1].seq
+        requests = [
+            dg.RunRequest(
+                run_key=f"headsup-{t.key}",
+                run_config=dg.RunConfig(ops={ASSET: HeadsUpConfig.of(t)}),
+                tags={"coin": t.coin, "burst": t.kind},
+            )
+            for t in triggers
+        ]
+        for t in triggers:
+            context.log.info(f"{t.coin}: {t.kind} burst ${t.usd:,.0f} at minute {t.minute}")
+        return dg.SensorResult(run_requests=requests, cursor=state.to_cursor())
+
+    return liquidation_headsup_sensor
+
+
+def _events(segments: Sequence[Segment]) -> list[dict]:
+    return [event for s in segments for event in read_segment(s.path).events]
+
+
+def thresholds_from_env(environ: Mapping[str, str]) -> TriggerThresholds:
+    """HEADSUP_SINGLE_USD and HEADSUP_MINUTE_USD (defaults $1M and $5M), validated at load
+    time with errors naming the variable and the value."""
+    values = {}
+    for field, name in (("single_usd", "HEADSUP_SINGLE_USD"), ("minute_usd", "HEADSUP_MINUTE_USD")):
+        raw = environ.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            values[field] = float(raw)
+        except ValueError:
+            values[field] = math.nan
+        if not values[field] > 0 or math.isinf(values[field]):
+            raise ValueError(f"{name}={raw!r}: expected a positive USD amount such as 1000000")
+    return TriggerThresholds(**values)

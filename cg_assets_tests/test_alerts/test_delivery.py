@@ -1,0 +1,328 @@
+"""Every Telegram fault through the real python-telegram-bot client and the real stand-in.
+
+Waits between attempts go through an injected sleep that records them (one test waits for
+real), so flood control is asserted by the seconds asked for, not by wall time.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from cg_assets.alerts.delivery import SendResult, TelegramSender, deliver
+from cg_assets.alerts.ledger import AlertLedger, SignalRef, ledger_path
+from cg_assets.sim import TelegramServer
+from cg_assets_tests.test_alerts.conftest import CHAT, TOKEN
+
+
+class Waits:
+    """An async sleep that records instead of waiting."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+
+
+@pytest.fixture
+def waits() -> Waits:
+    return Waits()
+
+
+def sender(tg: TelegramServer, waits: Waits, token: str = TOKEN, **options) -> TelegramSender:
+    return TelegramSender(token, tg.base_url, sleep=waits, backoff_s=0.5, **options)
+
+
+def send_one(tg: TelegramServer, waits: Waits, text: str = "<b>BTC</b>", **options) -> SendResult:
+    with sender(tg, waits, **options) as s:
+        return s.send(CHAT, text)
+
+
+def test_sends_html_replies_and_parts_with_one_token_check(telegram, waits):
+    with sender(telegram, waits) as s:
+        first = s.send(CHAT, "<b>heads-up</b> BTC")
+        reply = s.send(CHAT, "confirmed", reply_to=first.message_id)
+        split = s.send(CHAT, ["part <i>1</i>", "part 2"])
+        orphan = s.send(CHAT, "reply to a deleted message", reply_to=999)
+    assert (first.ok, first.message_ids, first.attempts) == (True, (1,), 1)
+    assert reply.message_ids == (2,)
+    assert split.message_ids == (3, 4)
+    assert orphan.ok
+    received = telegram.messages()
+    assert [(m.plain, m.reply_to) for m in received] == [
+        ("heads-up BTC", None),
+        ("confirmed", 1),
+        ("part 1", None),
+        ("part 2", None),
+        ("reply to a deleted message", None),
+    ]
+    assert all(m.parse_mode == "HTML" for m in received)
+    assert telegram.requests["getMe"] == 1
+
+
+def test_retry_after_is_honoured_then_sent_once(telegram, waits):
+    telegram.faults.update({"flood": 2, "retry_after": 3})
+    result = send_one(telegram, waits)
+    assert (result.ok, result.attempts) == (True, 3)
+    assert waits.seconds == [3.0, 3.0]
+    assert "flood control, Telegram asked to wait 3 s" in result.note
+    assert len(telegram.messages()) == 1
+
+
+def test_retry_after_waits_for_real(telegram):
+    telegram.faults.update({"flood": 1, "retry_after": 1})
+    started = time.monotonic()
+    with TelegramSender(TOKEN, telegram.base_url) as s:
+        result = s.send(CHAT, "x")
+    assert result.ok
+    assert time.monotonic() - started >= 1.0
+    assert len(telegram.messages()) == 1
+
+
+def test_retry_after_beyond_the_wait_budget_fails_without_waiting(telegram, waits):
+    telegram.faults.update({"flood": 5, "retry_after": 30})
+    result = send_one(telegram, waits, max_wait_s=10)
+    assert (result.ok, result.permanent) == (False, False)
+    assert "a further wait of 30 s exceeds the 10 s budget" in result.error
+    assert waits.seconds == []
+    assert telegram.requests["sendMessage"] == 1
+
+
+def test_server_errors_are_retried_with_backoff(telegram, waits):
+    telegram.faults.update({"server_error": 2})
+    result = send_one(telegram, waits)
+    assert (result.ok, result.attempts, waits.seconds) == (True, 3, [0.5, 1.0])
+    assert "network error: Internal Server Error" in result.note
+    assert len(telegram.messages()) == 1
+
+
+def test_gives_up_after_max_attempts(telegram, waits):
+    telegram.faults.update({"server_error": 10})
+    result = send_one(telegram, waits, max_attempts=3)
+    assert (result.ok, result.permanent) == (False, False)
+    assert result.error.startswith("gave up after 3 attempts; last error: network error")
+    assert telegram.requests["sendMessage"] == 3
+    assert telegram.messages() == []
+
+
+def test_a_timeout_before_delivery_is_retried_and_sent_once(telegram, waits):
+    telegram.faults.update({"slow": 1, "slow_s": 1.0, "slow_delivers": False})
+    result = send_one(telegram, waits, read_timeout_s=0.3)
+    assert (result.ok, result.attempts) == (True, 2)
+    assert "timed out waiting for Telegram's answer" in result.note
+    assert [m.message_id for m in telegram.messages()] == [1]
+    assert result.message_id == 1
+
+
+def test_a_timeout_after_delivery_is_the_documented_duplicate_risk(telegram, waits):
+    """Telegram delivered, the answer came too late: the retry shows the message twice, and
+    the result says so (the ledger keeps it in `note`). Other runs cannot add a third copy:
+    that is the ledger's job, tested with the asset."""
+    telegram.faults.update({"slow": 1, "slow_s": 1.0, "slow_delivers": True})
+    result = send_one(telegram, waits, read_timeout_s=0.3)
+    assert (result.ok, result.attempts) == (True, 2)
+    assert "the message may have been delivered; retrying can show it twice" in result.note
+    assert [m.message_id for m in telegram.wait_for_messages(2)] == [1, 2]
+    assert result.message_id == 2
+
+
+@pytest.mark.parametrize(
+    ("fault", "chat", "text", "expected"),
+    [
+        ("chat_not_found", CHAT, "x", f"chat {CHAT} not found: check TELEGRAM_CHAT_ID"),
+        (None, 999, "x", "chat 999 not found: check TELEGRAM_CHAT_ID (the bot must be a member"),
+        ("forbidden", CHAT, "x", "Forbidden: bot was blocked by the user): unblock the bot"),
+        (None, CHAT, "<p>x</p>", "Telegram rejected the message: Can't parse entities"),
+        (None, CHAT, "y" * 5000, "Telegram rejected the message: Message is too long"),
+    ],
+)
+def test_permanent_errors_fail_once_and_say_what_to_fix(
+    telegram, waits, fault, chat, text, expected
+):
+    if fault:
+        telegram.faults.update({fault: 5})  # would fail every retry: none may happen
+    with sender(telegram, waits) as s:
+        result = s.send(chat, text)
+    assert (result.ok, result.permanent, result.attempts) == (False, True, 1)
+    assert expected in result.error
+    assert telegram.requests["sendMessage"] == 1
+    assert waits.seconds == []
+
+
+def test_the_chat_setting_is_named_for_ops_messages(telegram, waits):
+    telegram.faults.update({"chat_not_found": 1})
+    with sender(telegram, waits) as s:
+        result = s.send(CHAT, "ops", chat_setting="TELEGRAM_OPS_CHAT_ID")
+    assert "check TELEGRAM_OPS_CHAT_ID" in result.error
+
+
+def test_a_rejected_token_fails_every_alert_without_asking_again(telegram, waits):
+    with sender(telegram, waits, token="777000111:wrong") as s:
+        results = [s.send(CHAT, "x"), s.send(CHAT, "y")]
+    for result in results:
+        assert (result.ok, result.permanent) == (False, True)
+        assert result.error.startswith("Telegram rejected the bot token (401 Unauthorized)")
+        assert "set TELEGRAM_BOT_TOKEN" in result.error
+    assert (telegram.requests["getMe"], telegram.requests["sendMessage"]) == (1, 0)
+
+
+def test_a_token_revoked_after_the_check(telegram, waits):
+    with sender(telegram, waits) as s:
+        assert s.send(CHAT, "ok").ok
+        telegram.faults.update({"unauthorized": 3})
+        result = s.send(CHAT, "revoked")
+    assert (result.permanent, result.attempts) == (True, 1)
+    assert "TELEGRAM_BOT_TOKEN" in result.error
+
+
+def test_a_migrated_chat_names_the_new_chat_id(telegram, waits):
+    telegram.add_chat(-4001)
+    telegram.migrate_chat(-4001, -1004001)
+    with sender(telegram, waits) as s:
+        result = s.send(-4001, "x")
+    assert (result.ok, result.permanent, result.migrate_to_chat_id) == (False, True, -1004001)
+    assert "set TELEGRAM_CHAT_ID=-1004001" in result.error
+    assert telegram.requests["sendMessage"] == 1
+
+
+def test_a_failed_part_reports_what_was_delivered(telegram, waits):
+    with sender(telegram, waits) as s:
+        result = s.send(CHAT, ["fine", "<x>broken</x>", "never sent"])
+    assert (result.ok, result.message_ids) == (False, (1,))
+    assert result.error.startswith("part 2/3: Telegram rejected the message")
+    assert [m.plain for m in telegram.messages()] == ["fine"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_token_never_appears_in_logs_errors_or_notes(caplog, waits):
+    secret = "987654321:AAF-very-secret-token-value"
+    caplog.set_level(logging.DEBUG)
+    results = []
+    with TelegramServer(tokens=[secret], chats=[CHAT]) as tg:
+        tg.faults.update({"server_error": 1, "slow": 1, "slow_s": 0.6, "flood": 1})
+        with sender(tg, waits, token=secret, read_timeout_s=0.3) as s:
+            results.append(s.send(CHAT, "x"))
+            results.append(s.send(999, "x"))
+        with sender(tg, waits, token=secret + "x") as s:  # rejected: PTB puts it in the error
+            results.append(s.send(CHAT, "x"))
+        tg.faults.update({"unauthorized": 1})
+        with sender(tg, waits, token=secret) as s:
+            results.append(s.send(CHAT, "x"))
+    dead = f"http://127.0.0.1:{free_port()}"
+    with TelegramSender(secret, dead, sleep=waits, max_attempts=2) as s:
+        results.append(s.send(CHAT, "x"))
+    assert [r.ok for r in results] == [True, False, False, False, False]
+    captured = caplog.text + repr(results)
+    assert secret not in captured
+    assert secret.split(":")[1] not in captured
+    assert "/bot<redacted>/sendMessage" in caplog.text  # httpx logged the URL, redacted
+
+
+# --------------------------------------------------------------------------- deliver()
+
+
+def render(fresh: Sequence[SignalRef], held: Sequence) -> list[str]:
+    return [f"<b>{', '.join(s.rule for s in fresh)}</b>"]
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> AlertLedger:
+    return AlertLedger(ledger_path(tmp_path))
+
+
+def test_deliver_claims_sends_and_records_a_reply(telegram, waits, ledger):
+    heads_up = [SignalRef("liquidation_burst", "HIGH")]
+    with sender(telegram, waits) as s:
+        first = deliver(
+            ledger, s, key="heads-up:BTC:1", coin="BTC", signals=heads_up, chat_id=str(CHAT),
+            render=render,
+        )  # fmt: skip
+        follow = deliver(
+            ledger, s, key="confirm:BTC:1", coin="BTC", signals=[SignalRef("confirm", "HIGH")],
+            chat_id=str(CHAT), render=render,
+            reply_to=ledger.get("heads-up:BTC:1").message_id,
+        )  # fmt: skip
+        again = deliver(
+            ledger, s, key="heads-up:BTC:1", coin="BTC", signals=heads_up, chat_id=str(CHAT),
+            render=render,
+        )  # fmt: skip
+    assert (first.status, first.message_id, follow.status) == ("sent", 1, "sent")
+    assert (again.status, again.reason) == ("skipped", "already sent as message 1")
+    assert [(m.plain, m.reply_to) for m in telegram.messages()] == [
+        ("liquidation_burst", None),
+        ("confirm", 1),
+    ]
+    record = ledger.get("confirm:BTC:1")
+    assert (record.status, record.message_id, record.reply_to) == ("sent", 2, 1)
+    assert record.text == "<b>confirm</b>"
+
+
+def test_deliver_records_failure_then_sends_once_fixed(telegram, waits, ledger):
+    signals = [SignalRef("funding", "HIGH")]
+    telegram.faults.update({"forbidden": 1})
+    with sender(telegram, waits) as s:
+        failed = deliver(
+            ledger, s, key="k", coin="BTC", signals=signals, chat_id=str(CHAT), render=render
+        )
+        record = ledger.get("k")
+        assert (failed.status, record.status, record.attempts) == ("failed", "failed", 1)
+        assert "unblock the bot" in record.error
+        retried = deliver(
+            ledger, s, key="k", coin="BTC", signals=signals, chat_id=str(CHAT), render=render
+        )
+    assert retried.status == "sent"
+    assert ledger.get("k").status == "sent"
+    assert len(telegram.messages()) == 1
+
+
+def test_deliver_notes_retries_in_the_ledger(telegram, waits, ledger):
+    telegram.faults.update({"slow": 1, "slow_s": 1.0, "slow_delivers": True})
+    with sender(telegram, waits, read_timeout_s=0.3) as s:
+        outcome = deliver(
+            ledger, s, key="k", coin="BTC", signals=[SignalRef("funding", "HIGH")],
+            chat_id=str(CHAT), render=render,
+        )  # fmt: skip
+    record = ledger.get("k")
+    assert (outcome.status, record.attempts) == ("sent", 2)
+    assert record.note.startswith("sent after 2 attempts")
+    assert "may have been delivered" in record.note
+
+
+def test_deliver_with_a_suppress_reason_records_the_text_and_sends_nothing(telegram, ledger):
+    outcome = deliver(
+        ledger, None, key="k", coin="BTC", signals=[SignalRef("funding", "HIGH")],
+        chat_id="", render=render, suppress_reason="suppressed: no TELEGRAM_BOT_TOKEN",
+    )  # fmt: skip
+    record = ledger.get("k")
+    assert (outcome.status, record.status) == ("suppressed", "suppressed")
+    assert record.error == "suppressed: no TELEGRAM_BOT_TOKEN"
+    assert record.text == "<b>funding</b>"
+    assert telegram.requests["sendMessage"] == 0
+
+
+def test_a_rendering_bug_releases_the_claim_and_surfaces(telegram, waits, ledger):
+    def broken(fresh: Sequence[SignalRef], held: Sequence) -> list[str]:
+        raise ValueError("a single line has 5000 characters")
+
+    with sender(telegram, waits) as s, pytest.raises(ValueError, match="5000 characters"):
+        deliver(
+            ledger, s, key="k", coin="BTC", signals=[SignalRef("funding", "HIGH")],
+            chat_id=str(CHAT), render=broken,
+        )  # fmt: skip
+    record = ledger.get("k")
+    assert (record.status, record.error) == (
+        "failed",
+        "ValueError: a single line has 5000 characters",
+    )
+    assert telegram.requests["sendMessage"] == 0

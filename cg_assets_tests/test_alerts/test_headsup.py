@@ -1,0 +1,199 @@
+"""The heads-up flow end to end: spool segment → sensor → run → Telegram stand-in, with the
+confirmation asked of the REST simulator over a market in the middle of a long cascade."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from cg_assets.alerts.headsup import (
+    ASSET,
+    JOB,
+    SENSOR,
+    HeadsUpConfig,
+    headsup_text,
+    thresholds_from_env,
+)
+from cg_assets.alerts.ledger import AlertLedger, ledger_path
+from cg_assets.definitions import build_defs
+from cg_assets.settings import Settings
+from cg_assets.sim import SimulatorServer, SyntheticMarket, TelegramServer
+from cg_assets.sim.scenarios import scenario_for
+from cg_assets_tests.test_alerts.conftest import CHAT, TOKEN
+from cg_assets_tests.test_liquidations.conftest import write_segment, ws_event
+
+pytestmark = pytest.mark.slow
+
+EPISODE_AGE_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def cascade_market() -> SyntheticMarket:
+    """BTC's long cascade began 30 s ago (episodes come every 8 minutes after the anchor)."""
+    now = int(time.time() * 1000)
+    return SyntheticMarket(
+        seed=11, scenario=scenario_for("cascade", now - 8 * 60_000 - EPISODE_AGE_MS, ["BTC"])
+    )
+
+
+@pytest.fixture
+def sim(cascade_market: SyntheticMarket) -> Iterator[SimulatorServer]:
+    with SimulatorServer(cascade_market, plan="professional", require_key=False) as server:
+        yield server
+
+
+@pytest.fixture
+def standin() -> Iterator[TelegramServer]:
+    with TelegramServer(tokens=[TOKEN], chats=[CHAT]) as server:
+        yield server
+
+
+@pytest.fixture
+def alert_settings(
+    settings: Settings, standin: TelegramServer, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("TELEGRAM_CHAT_ID", str(CHAT))
+    return dataclasses.replace(settings, telegram_api_base_url=standin.base_url)
+
+
+@pytest.fixture
+def spool(settings: Settings) -> Path:
+    return settings.data_dir / "spool"
+
+
+def big_order(side: str, usd: float = 2_000_000) -> dict:
+    now = int(time.time() * 1000)
+    return {**ws_event(now, 0), "side": side, "usd_value": usd, "event_id": f"big-{side}"}
+
+
+def tick(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | None):
+    context = dg.build_sensor_context(cursor=cursor, instance=instance, definitions=defs)
+    return defs.resolve_sensor_def(SENSOR).evaluate_tick(context)
+
+
+def run_flow(
+    settings: Settings, spool: Path, order: dict
+) -> tuple[dg.ExecuteInProcessResult, dg.RunRequest]:
+    defs = build_defs(settings)
+    with dg.instance_for_test() as instance:
+        first = tick(defs, instance, None)
+        assert not first.run_requests  # a new sensor starts at the spool's end
+        write_segment(spool, 0, [order, ws_event(order["time"] + 5, 1)])
+        second = tick(defs, instance, first.cursor)
+        [request] = second.run_requests
+        assert request.run_key == f"headsup-BTC-{order['time'] // 60_000 * 60_000}"
+        assert not tick(defs, instance, second.cursor).run_requests  # fired once
+        result = defs.resolve_job_def(JOB).execute_in_process(
+            run_config=request.run_config, instance=instance
+        )
+    assert result.success
+    return result, request
+
+
+def test_a_long_cascade_gets_a_heads_up_then_a_confirmation_in_reply(
+    alert_settings: Settings, standin: TelegramServer, spool: Path
+):
+    result, request = run_flow(alert_settings, spool, big_order("long"))
+    headsup, verdict = standin.wait_for_messages(2, timeout_s=10)
+    assert "BTC</b> liquidation burst: one order of $2.0M" in headsup.text
+    assert "longs liquidated (long cascade?)" in headsup.text
+    assert verdict.reply_to == headsup.message_id
+    assert "BTC</b> long cascade confirmed (4/4 agree)" in verdict.text
+    assert "not financial advice" in verdict.text
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["headsup_message_id"].value == headsup.message_id
+    assert meta["verdict"].value == "confirmed: sent"
+    records = {r.key: r.status for r in AlertLedger(ledger_path(alert_settings.data_dir)).records()}
+    assert sorted(records.values()) == ["sent", "sent"]
+
+    # The next minute's burst of the same coin is within the cooldown: no heads-up, and no
+    # orphan verdict either.
+    config = request.run_config["ops"][ASSET]["config"]
+    later = {"ops": {ASSET: {"config": {**config, "minute": config["minute"] + 60_000}}}}
+    with dg.instance_for_test() as instance:
+        again = (
+            build_defs(alert_settings)
+            .resolve_job_def(JOB)
+            .execute_in_process(run_config=later, instance=instance)
+        )
+    meta = again.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["headsup"].value.startswith("suppressed")
+    assert meta["verdict"].value == "none"
+    assert len(standin.messages()) == 2
+
+
+def test_a_short_burst_against_a_falling_market_is_not_confirmed(
+    alert_settings: Settings, standin: TelegramServer, spool: Path
+):
+    run_flow(alert_settings, spool, big_order("short"))
+    headsup, verdict = standin.wait_for_messages(2, timeout_s=10)
+    assert "shorts liquidated (short squeeze?)" in headsup.text
+    assert verdict.reply_to == headsup.message_id
+    assert "short squeeze not confirmed" in verdict.text
+    assert "✗ taker buy share" in verdict.text
+
+
+def test_without_a_token_both_messages_are_recorded_as_suppressed(
+    settings: Settings, standin: TelegramServer, spool: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    monkeypatch.setenv("TELEGRAM_CHAT_ID", str(CHAT))
+    run_flow(settings, spool, big_order("long"))
+    assert standin.messages() == []
+    records = AlertLedger(ledger_path(settings.data_dir)).records()
+    assert [r.status for r in records] == ["suppressed", "suppressed"]
+    assert all("no TELEGRAM_BOT_TOKEN" in (r.error or "") for r in records)
+
+
+def test_the_heads_up_text_escapes_what_it_quotes():
+    config = HeadsUpConfig(
+        coin="A<B",
+        minute=0,
+        kind="minute",
+        usd=6e6,
+        long_usd=1e6,
+        short_usd=5e6,
+        largest_exchange="X&Y",
+        largest_pair="P>Q",
+        largest_price=1.5,
+        largest_usd=2e6,
+        received_at=0,
+    )
+    text = headsup_text(config)
+    assert "<b>A&lt;B</b>" in text
+    assert "X&amp;Y P&gt;Q" in text
+    assert "$6.0M within a minute" in text
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"HEADSUP_SINGLE_USD": "lots"}, "HEADSUP_SINGLE_USD='lots': expected a positive"),
+        ({"HEADSUP_MINUTE_USD": "-5"}, "HEADSUP_MINUTE_USD='-5': expected a positive"),
+    ],
+)
+def test_thresholds_from_the_environment_are_validated(env: dict[str, str], message: str):
+    with pytest.raises(ValueError, match=message):
+        thresholds_from_env(env)
+    assert thresholds_from_env({"HEADSUP_SINGLE_USD": "250000"}).single_usd == 250_000
+
+
+def test_signals_materializations_trigger_one_digest_each(settings: Settings):
+    defs = build_defs(settings)
+    sensor = defs.resolve_sensor_def("alerts_after_signals_sensor")
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, definitions=defs)
+        assert not list(sensor.evaluate_tick(context).run_requests)
+        instance.report_runless_asset_event(dg.AssetMaterialization("signals"))
+        context = dg.build_sensor_context(instance=instance, definitions=defs)
+        result = sensor.evaluate_tick(context)
+        [request] = result.run_requests
+        assert request.run_key.startswith("signals-")
+        again = dg.build_sensor_context(instance=instance, definitions=defs, cursor=result.cursor)
+        assert not list(sensor.evaluate_tick(again).run_requests)
