@@ -10,10 +10,13 @@ import os
 
 import dagster as dg
 
+from cg_assets.alerts import build_alert_defs
+from cg_assets.heatmaps import build_heatmap_defs
 from cg_assets.liquidations import build_liquidation_defs
 from cg_assets.market import build_market_defs
 from cg_assets.resources import CoinGlassResource, LakeResource
 from cg_assets.settings import Settings
+from cg_assets.signals import build_signal_defs
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -34,6 +37,9 @@ def build_defs(settings: Settings) -> dg.Definitions:
     return dg.Definitions.merge(
         build_market_defs(settings),
         build_liquidation_defs(settings),
+        build_heatmap_defs(settings),
+        build_signal_defs(settings),
+        build_alert_defs(settings),
         dg.Definitions(resources=build_resources(settings), executor=dg.in_process_executor),
     )
 

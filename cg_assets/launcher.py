@@ -18,6 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 # Exec a command with SIGINT/SIGTERM reset to their defaults (see the module docstring).
@@ -150,10 +151,13 @@ class Launcher:
             stdout=subprocess.DEVNULL,
         )
 
-    def wait(self) -> None:
-        """Until Ctrl-C, or until a child dies (then the rest are stopped too)."""
+    def wait(self, on_tick: Callable[[], None] | None = None) -> None:
+        """Until Ctrl-C, or until a child dies (then the rest are stopped too); `on_tick`
+        runs every second meanwhile."""
         try:
             while all(p.poll() is None for p in self.procs):
+                if on_tick is not None:
+                    on_tick()
                 time.sleep(1)
             print("a child process exited; stopping the rest", file=sys.stderr)
         except KeyboardInterrupt:

@@ -28,23 +28,57 @@ def test_module_exposes_defs_lazily(monkeypatch: pytest.MonkeyPatch, env: dict[s
     assert "defs" in dir(cg_assets)
 
 
-def test_asset_graph_is_the_market_contract(defs: dg.Definitions):
+# The product's lineage, written out: market -> liquidations -> heatmaps -> signals -> alerts.
+# A change to the graph must change this snapshot too, on purpose.
+MARKET = {a.name: ("market", set()) for a in MARKET_ASSETS}
+LINEAGE = {
+    **MARKET,
+    "liquidation_orders": ("liquidations", set()),
+    "liquidation_heatmap": ("heatmaps", {"liquidation_orders", "price_ohlc"}),
+    "composite_heatmap": (
+        "heatmaps",
+        {"liquidation_heatmap", "open_interest_ohlc", "price_ohlc"},
+    ),
+    "coinglass_liquidation_heatmap": ("heatmaps", set()),
+    "market_snapshot": ("signals", set(MARKET) - {"funding_rate_weighted_ohlc"}),
+    "signals": ("signals", {"market_snapshot", "composite_heatmap"}),
+    "telegram_alerts": ("alerts", {"signals", "market_snapshot"}),
+    "liquidation_alerts": ("alerts", {"liquidation_orders"}),
+}
+DOMAIN_CHECKS = {
+    ("liquidation_orders", "unique_event_id"),
+    ("liquidation_orders", "valid_values"),
+    ("liquidation_orders", "sidecar_fresh"),
+    ("liquidation_heatmap", "usd_conserved"),
+    ("composite_heatmap", "scores_in_range"),
+    ("market_snapshot", "schema"),
+    ("market_snapshot", "unique_key"),
+    ("market_snapshot", "value_ranges"),
+    ("market_snapshot", "nulls_explained"),
+    ("signals", "schema"),
+    ("signals", "unique_signal_id"),
+    ("signals", "value_ranges"),
+    ("telegram_alerts", "delivered"),
+}
+
+
+def test_asset_graph_is_the_product_lineage(defs: dg.Definitions):
     graph = defs.resolve_asset_graph()
-    groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
-    assert groups == {
-        **{a.name: "market" for a in MARKET_ASSETS},
-        "liquidation_orders": "liquidations",
+    found = {
+        k.to_user_string(): (
+            graph.get(k).group_name,
+            {p.to_user_string() for p in graph.get(k).parent_keys},
+        )
+        for k in graph.get_all_asset_keys()
     }
+    assert found == LINEAGE
     for asset in MARKET_ASSETS:
         node = graph.get(dg.AssetKey(asset.name))
         schema = node.metadata["dagster/column_schema"]
         assert [c.name for c in schema.columns] == [c.name for c in asset.columns]
         assert all(c.description for c in schema.columns)
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
-    liquidation_checks = {"unique_event_id", "valid_values", "sidecar_fresh"}
-    assert checks == {(a.name, c) for a in MARKET_ASSETS for c in CHECKS} | {
-        ("liquidation_orders", c) for c in liquidation_checks
-    }
+    assert checks == {(a.name, c) for a in MARKET_ASSETS for c in CHECKS} | DOMAIN_CHECKS
 
 
 def eval_schedule(defs: dg.Definitions, name: str, at: datetime) -> list[dg.RunRequest] | str:

@@ -1,0 +1,253 @@
+"""The whole system as a user meets it: `python -m cg_assets.demo` in a temporary data dir.
+
+One demo serves the module: the simulator (REST, WebSocket, Telegram stand-in) with a cascade
+story whose live episodes come every minute, the sidecar, and `dagster dev` (webserver and
+daemon) with every schedule and sensor. The tests poll real state with deadlines: the
+sidecar's health, Dagster's runs and asset graph over GraphQL, the lake, the DuckDB catalog
+and the messages the stand-in received. At the end, Ctrl-C must leave no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import pytest
+
+from cg_assets_tests.test_definitions.test_defs import LINEAGE
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
+RUNS = "{ runsOrError { ... on Runs { results { jobName status tags { key value } } } } }"
+GRAPH = "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }"
+GROUPS = ("market", "liquidations", "heatmaps", "signals", "alerts")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str, body: dict | None = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)
+
+
+def wait_for(predicate: Callable[[], T | None], timeout_s: float, what: str) -> T:
+    """Poll until `predicate` returns something truthy; fail naming `what` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except (OSError, ValueError, KeyError):
+            value = None
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def leftovers(marker: str) -> list[str]:
+    found = subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True).stdout
+    return [line for line in found.splitlines() if "pgrep" not in line]
+
+
+@dataclass
+class System:
+    data_dir: Path
+    ui: str
+    health: str
+    standin: str
+    proc: subprocess.Popen
+    output: list[str]
+
+    def graphql(self, query: str) -> dict:
+        return get_json(f"{self.ui}/graphql", {"query": query})["data"]
+
+    def runs(self, job: str) -> list[str]:
+        results = self.graphql(RUNS)["runsOrError"]["results"]
+        return [r["status"] for r in results if r["jobName"] == job]
+
+    def backfill_runs(self) -> list[str]:
+        results = self.graphql(RUNS)["runsOrError"]["results"]
+        return [
+            r["status"] for r in results if any(t["key"] == "dagster/backfill" for t in r["tags"])
+        ]
+
+    def messages(self) -> list[dict]:
+        return get_json(f"{self.standin}/_sim/messages")
+
+    def parquet_days(self, asset: str) -> list[Path]:
+        return sorted((self.data_dir / "lake" / asset).glob("date=*/part-0.parquet"))
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    data_dir = tmp_path_factory.mktemp("e2e") / "data"
+    ports = {name: free_port() for name in ("ui", "sim", "ws", "telegram", "sidecar")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CG_", "TELEGRAM_"))}
+    env["CG_DATA_DIR"] = str(data_dir)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cg_assets.demo",
+            *(arg for name, port in ports.items() for arg in (f"--{name}-port", str(port))),
+            *("--backfill-days", "2", "--episode-every-min", "1"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
+    output: list[str] = []
+    system = System(
+        data_dir,
+        f"http://127.0.0.1:{ports['ui']}",
+        f"http://127.0.0.1:{ports['sidecar']}",
+        f"http://127.0.0.1:{ports['telegram']}",
+        proc,
+        output,
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        assert any(f"{system.ui}/asset-groups" in line for line in output), "".join(output)
+        yield system
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=90)
+        output.append(rest)
+
+
+def test_the_full_loop_from_the_wire_to_telegram(system: System):
+    # The sidecar subscribed, and the spool sensor ingested what it wrote.
+    wait_for(lambda: get_json(f"{system.health}/health/ready")["ready"], 60, "a ready sidecar")
+    wait_for(lambda: "SUCCESS" in system.runs("liquidation_ingest_job"), 180, "an ingestion")
+    # The two-day backfill of market, liquidations, heatmaps and signals finished cleanly.
+    statuses = wait_for(
+        lambda: (s := system.backfill_runs()) and all(x in {"SUCCESS", "FAILURE"} for x in s) and s,
+        480,
+        "the demo backfill",
+    )
+    assert set(statuses) == {"SUCCESS"}, statuses
+    for asset in ("price_ohlc", "liquidation_heatmap", "composite_heatmap", "signals"):
+        assert len(system.parquet_days(asset)) == 3, asset
+    assert list(system.data_dir.glob("lake/liquidation_heatmap/date=*/heatmap.png"))
+
+    # Telegram: a heads-up, its confirmation in reply, and the digest of the signals.
+    def seen() -> dict[str, dict] | None:
+        messages = system.messages()
+        headsups = {m["message_id"]: m for m in messages if "liquidation burst" in m["plain"]}
+        confirmed = [
+            m for m in messages if m["reply_to"] in headsups and " confirmed (" in m["plain"]
+        ]
+        digests = [
+            m for m in messages if "not financial advice" in m["plain"] and not m["reply_to"]
+        ]
+        if not (confirmed and digests):
+            return None
+        return {"headsup": headsups[confirmed[0]["reply_to"]], "confirmed": confirmed[0]}
+
+    found = wait_for(seen, 300, "a heads-up, a confirmed alert and a digest on Telegram")
+    assert "cascade" in found["headsup"]["plain"] or "squeeze" in found["headsup"]["plain"]
+    assert found["confirmed"]["plain"].startswith("✅")
+
+
+def test_the_ui_shows_the_intended_lineage(system: System):
+    nodes = wait_for(lambda: system.graphql(GRAPH)["assetNodes"], 60, "the asset graph")
+    graph = {
+        "/".join(n["assetKey"]["path"]): (
+            n["groupName"],
+            {"/".join(d["path"]) for d in n["dependencyKeys"]},
+        )
+        for n in nodes
+    }
+    assert graph == LINEAGE
+
+
+def test_the_lake_and_the_duckdb_views_hold_the_rows(system: System):
+    wait_for(lambda: system.parquet_days("signals"), 480, "signals in the lake")
+    catalog = system.data_dir / "warehouse.duckdb"
+
+    def counts() -> dict[str, int] | None:
+        # Open, query, close: a session held open would block the runs' catalog updates.
+        try:
+            con = duckdb.connect(str(catalog), read_only=True)
+        except duckdb.Error:
+            return None
+        try:
+            views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views()").fetchall()}
+            wanted = {"price_ohlc", "liquidation_orders", "liquidation_heatmap", "signals"}
+            if not wanted <= views:
+                return None
+            return {v: con.execute(f'SELECT count(*) FROM "{v}"').fetchone()[0] for v in wanted}
+        finally:
+            con.close()
+
+    rows = wait_for(counts, 120, "the catalog's views")
+    assert all(n > 0 for n in rows.values()), rows
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (Debian: chromium)")
+def test_the_asset_graph_renders_in_a_real_browser(system: System, tmp_path: Path):
+    wait_for(lambda: system.graphql(GRAPH)["assetNodes"], 60, "the asset graph")
+    page = f"{system.ui}/asset-groups"
+    headless = [
+        str(chromium()),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--window-size=1400,900",
+        "--virtual-time-budget=20000",
+    ]
+    dom = subprocess.run(
+        [*headless, "--dump-dom", page], capture_output=True, text=True, timeout=120
+    ).stdout
+    for group in GROUPS:
+        assert f">{group}<" in dom, f"group {group!r} is not rendered"
+    shot = Path(os.environ.get("CG_SCREENSHOT_DIR", tmp_path)) / "lineage.png"
+    subprocess.run([*headless, f"--screenshot={shot}", page], capture_output=True, timeout=120)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_ctrl_c_leaves_nothing_behind(system: System):
+    """Runs last in the module: stop the demo now and look for survivors."""
+    system.proc.send_signal(signal.SIGINT)
+    system.proc.communicate(timeout=90)
+    assert system.proc.returncode == 0
+    assert leftovers(str(system.data_dir)) == []
+    with pytest.raises(urllib.error.URLError, match="Connection refused"):
+        urllib.request.urlopen(f"{system.health}/health/live", timeout=2)
+    with pytest.raises(urllib.error.URLError, match="Connection refused"):
+        urllib.request.urlopen(f"{system.ui}/server_info", timeout=2)
