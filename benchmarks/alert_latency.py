@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -30,12 +29,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from cg_assets.launcher import BIN, Launcher, free_port, prepare_dagster_home
-from cg_assets.sim.telegram import DEFAULT_CHAT_ID, DEFAULT_TOKEN
+from cg_assets.launcher import BIN, Launcher, free_port, simulator_env
 
 COINS = ("BTC", "ETH", "SOL", "XRP", "DOGE")
 POLLING_EXPECTED_S = 150.0
 USD = 2_000_000
+COOLDOWNS = ("COOLDOWN_HIGH", "COOLDOWN_MEDIUM", "COOLDOWN_LOW")
 T = TypeVar("T")
 
 
@@ -107,23 +106,8 @@ def main() -> None:
         ports[3],
         ports[4],
     )
-    env = {
-        **os.environ,
-        "CG_API_BASE_URL": sim_url,
-        "CG_PLAN": "professional",
-        "CG_DATA_DIR": str(data_dir),
-        "CG_WS_URL": f"ws://127.0.0.1:{ws_port}/ws-api",
-        "SIDECAR_HEALTH_PORT": str(health_port),
-        "TELEGRAM_API_BASE_URL": standin,
-        "TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN,
-        "TELEGRAM_CHAT_ID": str(DEFAULT_CHAT_ID),
-        "ALERT_DEDUP_MINUTES": "0",
-        "ALERT_COOLDOWN_HIGH_MINUTES": "0",
-        "ALERT_COOLDOWN_MEDIUM_MINUTES": "0",
-        "ALERT_COOLDOWN_LOW_MINUTES": "0",
-        "DAGSTER_HOME": str(prepare_dagster_home(data_dir)),
-    }
-    env.pop("CG_API_KEY", None)
+    env = simulator_env(data_dir, sim_url, ws_port, health_port, standin)
+    env.update({f"ALERT_{name}_MINUTES": "0" for name in ("DEDUP", *COOLDOWNS)})
     with Launcher(env, data_dir) as launcher:
         sim = launcher.spawn(
             "simulator",

@@ -25,13 +25,13 @@ from pathlib import Path
 from cg_assets.heatmaps.composite import ASSET as COMPOSITE_HEATMAP
 from cg_assets.heatmaps.liquidation import ASSET as LIQUIDATION_HEATMAP
 from cg_assets.heatmaps.model import ASSET as MODEL_HEATMAP
-from cg_assets.launcher import BIN, Launcher, free_port, graphql, prepare_dagster_home
+from cg_assets.launcher import BIN, Launcher, free_port, graphql, simulator_env
 from cg_assets.liquidations.assets import ASSET as LIQUIDATION_ORDERS
 from cg_assets.market.series import MARKET_ASSETS
 from cg_assets.signals.engine import ASSET as SIGNALS
 from cg_assets.signals.snapshot import ASSET as SNAPSHOT
 from cg_assets.sim.scenarios import SCENARIOS
-from cg_assets.sim.telegram import DEFAULT_CHAT_ID, DEFAULT_TOKEN, ReceivedMessage
+from cg_assets.sim.telegram import ReceivedMessage
 
 # Everything a backfill can fill, in lineage order (Dagster orders the runs by dependency).
 BACKFILL_ASSETS = (
@@ -101,25 +101,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     data_dir = Path(os.environ.get("CG_DATA_DIR", "data")).resolve()
-    home = prepare_dagster_home(data_dir)
     sim_port, ui_port = free_port(args.sim_port), free_port(args.ui_port)
     ws_port, health_port = free_port(args.ws_port), free_port(args.sidecar_port)
     telegram_port = free_port(args.telegram_port)
     sim_url, health = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{health_port}"
     standin = f"http://127.0.0.1:{telegram_port}"
-    env = {
-        **os.environ,
-        "CG_API_BASE_URL": sim_url,
-        "CG_PLAN": "professional",
-        "CG_DATA_DIR": str(data_dir),
-        "CG_WS_URL": f"ws://127.0.0.1:{ws_port}/ws-api",
-        "SIDECAR_HEALTH_PORT": str(health_port),
-        "TELEGRAM_API_BASE_URL": standin,
-        "TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN,
-        "TELEGRAM_CHAT_ID": str(DEFAULT_CHAT_ID),
-        "DAGSTER_HOME": str(home),
-    }
-    env.pop("CG_API_KEY", None)
+    env = simulator_env(data_dir, sim_url, ws_port, health_port, standin)
     with Launcher(env, data_dir) as launcher:
         sim = launcher.spawn(
             "simulator",

@@ -21,6 +21,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from cg_assets.sim.telegram import DEFAULT_CHAT_ID, DEFAULT_TOKEN
+
 # Exec a command with SIGINT/SIGTERM reset to their defaults (see the module docstring).
 EXEC_WITH_DEFAULT_SIGNALS = (
     "import os, signal, sys;"
@@ -60,6 +62,26 @@ def prepare_dagster_home(data_dir: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
     return home
+
+
+def simulator_env(
+    data_dir: Path, sim_url: str, ws_port: int, health_port: int, standin: str
+) -> dict[str, str]:
+    """This process's environment pointed at a local simulator, stand-in and sidecar port."""
+    env = {
+        **os.environ,
+        "CG_API_BASE_URL": sim_url,
+        "CG_PLAN": "professional",
+        "CG_DATA_DIR": str(data_dir),
+        "CG_WS_URL": f"ws://127.0.0.1:{ws_port}/ws-api",
+        "SIDECAR_HEALTH_PORT": str(health_port),
+        "TELEGRAM_API_BASE_URL": standin,
+        "TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN,
+        "TELEGRAM_CHAT_ID": str(DEFAULT_CHAT_ID),
+        "DAGSTER_HOME": str(prepare_dagster_home(data_dir)),
+    }
+    env.pop("CG_API_KEY", None)
+    return env
 
 
 def graphql(ui: str, query: str, variables: dict | None = None) -> dict:

@@ -9,18 +9,16 @@ per-endpoint mix of strings and numbers. Faults (latency, 503s, body errors, tru
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import random
-import socket
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from email.message import Message
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
@@ -38,6 +36,13 @@ from cg_assets.coinglass.plans import (
     parse_plan,
 )
 from cg_assets.sim.heatmap import HEATMAP_RANGES, coin_candles, model_heatmap, pair_candles
+from cg_assets.sim.http import (
+    LoopbackServer,
+    Response,
+    faults_endpoint,
+    json_response,
+    plain_response,
+)
 from cg_assets.sim.liquidations import EventBatch, LiquidationFeed
 from cg_assets.sim.market import (
     COINS,
@@ -691,34 +696,15 @@ ROUTES: dict[str, Route] = {
 # --------------------------------------------------------------------------- HTTP plumbing
 
 
-@dataclass(frozen=True)
-class Response:
-    """One HTTP answer, built without sockets so the routing logic stays plain functions."""
-
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json"
-
-
-def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    return Response(status, body, headers or {})
-
-
 def _envelope_error(code: str, msg: str, headers: dict[str, str] | None = None) -> Response:
-    return _json(200, {"code": code, "msg": msg}, headers)
-
-
-def _plain(status: int, text: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(status, text.encode(), headers or {}, "text/plain; charset=utf-8")
+    return json_response(200, {"code": code, "msg": msg}, headers)
 
 
 def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class SimulatorServer:
+class SimulatorServer(LoopbackServer):
     """CoinGlass V4 REST on a local ephemeral port, served from a SyntheticMarket.
 
     Keys: when `keys` (API key -> plan name) is given only those keys are valid and any other
@@ -735,6 +721,8 @@ class SimulatorServer:
     Without one, a feed on the server's market and clock is created on the first order
     request (so it holds only events generated from then on).
     """
+
+    label = "the simulator"
 
     def __init__(
         self,
@@ -761,45 +749,7 @@ class SimulatorServer:
         self.faults = Faults(seed=fault_seed)
         self.stats = Stats()
         self._limiter = _SlidingWindow()
-        self._address = (host, port)
-        self._httpd: _HTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def base_url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the simulator is not running; call start() first")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> SimulatorServer:
-        if self._httpd is not None:
-            return self
-        self._httpd = _HTTPServer(self._address, self)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and drop open keep-alive connections, so clients see the server gone."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        httpd.close_connections()
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join()
-
-    def __enter__(self) -> SimulatorServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(host, port)
 
     def reset_stats(self) -> None:
         self.stats.reset()
@@ -813,6 +763,9 @@ class SimulatorServer:
 
     # ------------------------------------------------------------------ request handling
 
+    def handle_http(self, method: str, target: str, headers: Message, body: bytes) -> Response:
+        return self.handle(method, target, headers.get("CG-API-KEY", ""), body)
+
     def handle(self, method: str, target: str, api_key: str = "", body: bytes = b"") -> Response:
         """Answer one HTTP request; the socket layer only moves bytes."""
         url = urlsplit(target)
@@ -820,11 +773,11 @@ class SimulatorServer:
         if url.path.startswith("/_sim/"):
             return self._admin(method, url.path, body)
         if method != "GET":
-            return _plain(405, "Method Not Allowed", {"Allow": "GET"})
+            return plain_response(405, "Method Not Allowed", {"Allow": "GET"})
         if self.faults.latency_s > 0:
             time.sleep(self.faults.latency_s)
         if self.faults.hit(self.faults.error_5xx_rate):
-            return _plain(503, "Service Temporarily Unavailable")
+            return plain_response(503, "Service Temporarily Unavailable")
         return self._api(url.path, params, api_key.strip())
 
     def _identify(self, api_key: str) -> tuple[str, Plan] | ApiError:
@@ -856,7 +809,7 @@ class SimulatorServer:
         headers = {"API-KEY-MAX-LIMIT": str(limit), "API-KEY-USE-LIMIT": str(used)}
         if not admitted:
             self.stats.record_rate_limited()
-            return _json(429, {"code": "429", "msg": "Too Many Requests"}, headers)
+            return json_response(429, {"code": "429", "msg": "Too Many Requests"}, headers)
         self.stats.record(path, params)
         if self.faults.hit(self.faults.body_500_rate):
             return _envelope_error("500", "Server Error", headers)
@@ -872,36 +825,27 @@ class SimulatorServer:
             return _envelope_error("401", "Upgrade plan", headers)
         route = ROUTES.get(path)
         if route is None:
-            return _plain(404, "Not Found", headers)
+            return plain_response(404, "Not Found", headers)
         try:
             data = route(call)
         except ApiError as exc:
             return _envelope_error(exc.code, exc.msg, headers)
-        return _json(200, {"code": "0", "msg": "success", "data": data}, headers)
+        return json_response(200, {"code": "0", "msg": "success", "data": data}, headers)
 
     def _admin(self, method: str, path: str, body: bytes) -> Response:
         """Out-of-process control: `POST /_sim/faults` (JSON knobs), `GET /_sim/stats`,
         `POST /_sim/liquidation` (one order now: {"coin", "usd", "side"?, "exchange"?}, answered
         with the order as generated, so a benchmark knows when it entered the feed)."""
-        if path == "/_sim/faults" and method == "POST":
-            try:
-                values = json.loads(body or b"{}")
-                if not isinstance(values, dict):
-                    raise ValueError("expected a JSON object of fault knobs")
-                self.faults.update(values)
-            except ValueError as exc:
-                return _json(400, {"error": str(exc)})
-            return _json(200, self.faults.as_dict())
-        if path == "/_sim/faults" and method == "GET":
-            return _json(200, self.faults.as_dict())
+        if path == "/_sim/faults" and method in ("GET", "POST"):
+            return faults_endpoint(self.faults, method, body)
         if path == "/_sim/stats" and method == "GET":
-            return _json(200, self.stats.as_dict())
+            return json_response(200, self.stats.as_dict())
         if path == "/_sim/stats/reset" and method == "POST":
             self.reset_stats()
-            return _json(200, self.stats.as_dict())
+            return json_response(200, self.stats.as_dict())
         if path == "/_sim/liquidation" and method == "POST":
             return self._inject(body)
-        return _plain(404, "Not Found")
+        return plain_response(404, "Not Found")
 
     def _inject(self, body: bytes) -> Response:
         try:
@@ -916,76 +860,5 @@ class SimulatorServer:
                 exchange=order.get("exchange"),
             )
         except ValueError as exc:
-            return _json(400, {"error": str(exc)})
-        return _json(200, dataclasses.asdict(event))
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as a requests.Session expects
-    timeout = 60  # idle keep-alive connections are closed after this many seconds
-    disable_nagle_algorithm = True  # headers and body go out in two writes; avoid a 40 ms stall
-    server: _HTTPServer
-
-    def do_GET(self) -> None:
-        self._respond("GET")
-
-    def do_POST(self) -> None:
-        self._respond("POST")
-
-    def do_PUT(self) -> None:
-        self._respond("PUT")
-
-    def do_DELETE(self) -> None:
-        self._respond("DELETE")
-
-    def do_PATCH(self) -> None:
-        self._respond("PATCH")
-
-    def do_HEAD(self) -> None:
-        self._respond("HEAD")
-
-    def _respond(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        api_key = self.headers.get("CG-API-KEY", "")
-        response = self.server.app.handle(method, self.path, api_key, body)
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        if method != "HEAD":
-            self.wfile.write(response.body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: a benchmark sends thousands of requests."""
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    """Tracks open connections so stop() can close keep-alive sockets held by clients."""
-
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], app: SimulatorServer) -> None:
-        self.app = app
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections = list(self._connections)
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
+            return json_response(400, {"error": str(exc)})
+        return json_response(200, dataclasses.asdict(event))

@@ -17,18 +17,18 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from email.message import Message
 from html import unescape
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from cg_assets.sim.rest import Response, _Handler, _HTTPServer, _json
+from cg_assets.sim.http import LoopbackServer, Response, faults_endpoint, json_response
 
 DEFAULT_TOKEN = "123456789:STANDIN-not-a-real-token"
 DEFAULT_CHAT_ID = 424242
@@ -57,7 +57,7 @@ class ApiError(Exception):
         }
         if self.parameters:
             body["parameters"] = self.parameters
-        return _json(self.code, body)
+        return json_response(self.code, body)
 
 
 def _bad_request(detail: str, parameters: dict[str, int] | None = None) -> ApiError:
@@ -291,7 +291,7 @@ def _bot_id(token: str) -> int:
     return int(head) if head.isdigit() else abs(hash(token)) % 10**9
 
 
-class TelegramServer:
+class TelegramServer(LoopbackServer):
     """The Bot API on a local ephemeral port (base URL = what TELEGRAM_API_BASE_URL takes).
 
     `tokens` are the valid bot tokens, `chats` the chat ids the bot may post to (ints, or
@@ -301,6 +301,8 @@ class TelegramServer:
     client tried. Other processes use `GET /_sim/messages`, `GET|POST /_sim/faults` and
     `POST /_sim/reset`.
     """
+
+    label = "the Telegram stand-in"
 
     def __init__(
         self,
@@ -322,44 +324,7 @@ class TelegramServer:
         self._messages: list[ReceivedMessage] = []
         self._next_id: Counter[ChatId] = Counter()
         self._cond = threading.Condition()
-        self._address = (host, port)
-        self._httpd: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ lifecycle
-
-    @property
-    def base_url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("the Telegram stand-in is not running; call start() first")
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> TelegramServer:
-        if self._httpd is not None:
-            return self
-        self._httpd = _Server(self._address, self)
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is None:
-            return
-        httpd.shutdown()
-        httpd.close_connections()
-        httpd.server_close()
-        if self._thread is not None:
-            self._thread.join()
-
-    def __enter__(self) -> TelegramServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        super().__init__(host, port)
 
     # ------------------------------------------------------------------ chats and records
 
@@ -399,6 +364,9 @@ class TelegramServer:
         self.faults.clear()
 
     # ------------------------------------------------------------------ request handling
+
+    def handle_http(self, method: str, target: str, headers: Message, body: bytes) -> Response:
+        return self.handle(method, target, headers.get("Content-Type", ""), body)
 
     def handle(self, method: str, target: str, content_type: str, body: bytes) -> Response:
         url = urlsplit(target)
@@ -504,27 +472,18 @@ class TelegramServer:
 
     def _admin(self, method: str, path: str, body: bytes) -> Response:
         """Out-of-process control for the demo and benchmarks: faults and the message record."""
-        if path == "/_sim/faults" and method == "POST":
-            try:
-                values = json.loads(body or b"{}")
-                if not isinstance(values, dict):
-                    raise ValueError("expected a JSON object of fault knobs")
-                self.faults.update(values)
-            except ValueError as exc:
-                return _json(400, {"error": str(exc)})
-            return _json(200, self.faults.as_dict())
-        if path == "/_sim/faults" and method == "GET":
-            return _json(200, self.faults.as_dict())
+        if path == "/_sim/faults" and method in ("GET", "POST"):
+            return faults_endpoint(self.faults, method, body)
         if path == "/_sim/messages" and method == "GET":
-            return _json(200, [m.as_dict() for m in self.messages()])
+            return json_response(200, [m.as_dict() for m in self.messages()])
         if path == "/_sim/reset" and method == "POST":
             self.reset()
-            return _json(200, {"ok": True})
-        return _json(404, {"error": "Not Found"})
+            return json_response(200, {"ok": True})
+        return json_response(404, {"error": "Not Found"})
 
 
 def _ok(result: Any) -> Response:
-    return _json(200, {"ok": True, "result": result})
+    return json_response(200, {"ok": True, "result": result})
 
 
 def _params(query: str, content_type: str, body: bytes) -> dict[str, Any]:
@@ -638,36 +597,3 @@ def _message_json(
             "text": original.plain,
         }
     return message
-
-
-class _TelegramHandler(_Handler):
-    """The simulator's keep-alive handler, passing the content type the Bot API depends on."""
-
-    server: _Server
-
-    def _respond(self, method: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        content_type = self.headers.get("Content-Type", "")
-        response = self.server.app.handle(method, self.path, content_type, body)
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        if method != "HEAD":
-            self.wfile.write(response.body)
-
-
-class _Server(_HTTPServer):
-    """The simulator's connection-tracking server with the Telegram handler."""
-
-    app: TelegramServer  # type: ignore[assignment]
-
-    def __init__(self, address: tuple[str, int], app: TelegramServer) -> None:
-        super().__init__(address, app)  # type: ignore[arg-type]
-        self.RequestHandlerClass = _TelegramHandler
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """A client that timed out and hung up is a scenario here, not a server error."""
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
