@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import tempfile
@@ -133,13 +134,16 @@ def main() -> None:
             raise SystemExit("no heads-up arrived within 3 minutes; see dagster.log")
 
         orders = []
+        jitter = random.Random(7)
         for i in range(args.count):
             coin = COINS[i % len(COINS)]
             side = "long" if i % 2 == 0 else "short"
             orders.append(
                 post(f"{sim_url}/_sim/liquidation", {"coin": coin, "usd": USD, "side": side})
             )
-            time.sleep(args.spacing)  # pacing the load, not synchronising
+            # Pacing, not synchronising: the jitter spreads the bursts over the sensor's 5 s
+            # tick, which a fixed spacing would hit at the same phase every time.
+            time.sleep(args.spacing + jitter.uniform(0, 5))
         headsup_s, verdict_s = [], []
         for order in orders:
             pair = poll(lambda o=order: (p := find_pair(messages(standin), o))[1] and p, 120)

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,7 +32,9 @@ EXEC_WITH_DEFAULT_SIGNALS = (
     "os.execvp(sys.argv[1], sys.argv[1:])"
 )
 
-# Queued runs start within about a second; four at once keep a laptop responsive.
+# Queued runs start within about a second; four at once keep a laptop responsive. Sensors
+# are evaluated in parallel so that a slow tick (a backfill's spool batch) cannot delay the
+# liquidation heads-up sensor's.
 DAGSTER_YAML = """\
 telemetry:
   enabled: false
@@ -42,15 +45,21 @@ run_coordinator:
     max_concurrent_runs: 4
     dequeue_interval_seconds: 1
     dequeue_use_threads: true
+sensors:
+  use_threads: true
+  num_workers: 4
+schedules:
+  use_threads: true
+  num_workers: 2
 """
 
 BIN = Path(sys.executable).parent
 
 
 def free_port(preferred: int) -> int:
-    """`preferred` if nothing listens on it, else any free loopback port."""
+    """`preferred` if nothing listens on it, else (or for 0) any free loopback port."""
     with socket.socket() as sock:
-        if sock.connect_ex(("127.0.0.1", preferred)) != 0:
+        if preferred and sock.connect_ex(("127.0.0.1", preferred)) != 0:
             return preferred
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -187,8 +196,16 @@ class Launcher:
 
     def stop(self) -> None:
         """SIGINT each child's session, then sweep whatever of it outlives the leader,
-        escalating to SIGKILL after a deadline."""
+        escalating to SIGKILL after a deadline, or at once on a second Ctrl-C."""
         procs = self.procs
+
+        def force(signum: int, frame: object) -> None:
+            for proc in procs:
+                _signal_group(proc.pid, signal.SIGKILL)
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, force)
+            signal.signal(signal.SIGTERM, force)
         for proc in procs:
             _signal_group(proc.pid, signal.SIGINT)
         deadline = time.monotonic() + 20

@@ -12,18 +12,21 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import duckdb
 
-from cg_assets.alerts.delivery import Outcome, TelegramSender, deliver
+from cg_assets.alerts.delivery import Outcome, deliver
 from cg_assets.alerts.ledger import AlertLedger, SignalRef
 from cg_assets.alerts.messages import SignalLine, render_digest
 from cg_assets.alerts.resources import TelegramResource
 from cg_assets.resources import LakeResource
 from cg_assets.settings import Settings
 from cg_assets.storage import Lake
+
+if TYPE_CHECKING:
+    from cg_assets.alerts.sender import TelegramSender
 
 ASSET = "telegram_alerts"
 GROUP = "alerts"
@@ -183,7 +186,7 @@ def _deliver(
     context: dg.AssetExecutionContext,
     settings: Settings,
     ledger: AlertLedger,
-    sender: TelegramSender | None,
+    sender: "TelegramSender | None",
     evaluation: Evaluation,
     suppress_reason: str,
     chat_id: str,

@@ -15,12 +15,16 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from cg_assets.alerts.delivery import CHAT_SETTING, TOKEN_SETTING, TelegramSender
+from cg_assets.alerts.delivery import CHAT_SETTING, TOKEN_SETTING
 from cg_assets.alerts.ledger import AlertLedger, Policy, ledger_path
 from cg_assets.settings import DEFAULT_TELEGRAM_API_BASE_URL, Settings
+
+if TYPE_CHECKING:
+    from cg_assets.alerts.sender import TelegramSender
 
 OPS_CHAT_SETTING = "TELEGRAM_OPS_CHAT_ID"
 ENABLED_SETTING = "ALERTS_ENABLED"
@@ -97,7 +101,12 @@ class TelegramResource(dg.ConfigurableResource):
         return contextlib.nullcontext() if gate else self.sender(**overrides)
 
     def sender(self, **overrides: object) -> TelegramSender:
-        """An unopened sender (use it as a context manager); only when `gate()` is ''."""
+        """An unopened sender (use it as a context manager); only when `gate()` is ''.
+
+        The Telegram client is imported here, not at the top: loading the code location and
+        recording suppressed alerts should not pay for python-telegram-bot and httpx."""
+        from cg_assets.alerts.sender import TelegramSender
+
         if not self.bot_token:
             raise ValueError(f"no bot token: set {TOKEN_SETTING}")
         options: dict = {

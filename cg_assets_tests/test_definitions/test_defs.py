@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -127,3 +130,22 @@ def test_missing_key_against_the_real_api_says_what_to_do():
         CoinGlassResource().make_client()
     assert "CG_API_KEY" in str(info.value)
     assert "make demo" in str(info.value)
+
+
+def test_loading_the_code_location_leaves_heavy_clients_unimported(env: dict[str, str]):
+    """The code location loads in every Dagster process (webserver, daemon, each run); the
+    Telegram client, matplotlib and pandas are imported only where they are used."""
+    probe = (
+        "import sys, cg_assets; cg_assets.defs;"
+        "heavy = ('telegram', 'httpx', 'matplotlib', 'pandas');"
+        "print(','.join(m for m in heavy if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == ""

@@ -1,0 +1,303 @@
+"""Sending alerts with python-telegram-bot from synchronous code (assets and sensors).
+
+PTB is async only. `TelegramSender` owns one `asyncio.Runner` (one event loop, one HTTP
+connection pool, one `getMe` token check) for its lifetime and exposes a blocking `send`, so an
+asset or a sensor sends several messages without re-creating the client per message. It must
+not be used from inside a running event loop (Dagster runs sync assets and sensors outside one).
+
+Errors (PTB maps Telegram's answers onto exception classes):
+- `RetryAfter` (flood control): wait what Telegram asks, then retry, within `max_wait_s`.
+- `TimedOut`, other `NetworkError` (5xx, refused connections): retry with backoff.
+- `BadRequest`, `Forbidden`, `InvalidToken`, `ChatMigrated`: permanent. One attempt, then the
+  alert fails with a message naming the setting to fix (or the new chat id). `BadRequest` is a
+  subclass of `NetworkError`, so it is caught first; a rejected token is remembered so the
+  following alerts of the run fail at once instead of each asking Telegram again.
+
+Duplicates after a timeout: the ledger row is `pending` before the first attempt and becomes
+`sent` only with Telegram's message_id, so no other run re-sends an alert in flight or done,
+and a retry stays inside this one claim. What the ledger cannot settle is a read timeout:
+Telegram may have delivered the message and only its answer was lost, and the Bot API has no
+idempotency key or way to list a bot's own messages, so the retry can show the user a second
+copy. Connect and pool timeouts (nothing was sent) are retried without that risk. Read
+timeouts are retried anyway, because a lost alert costs more than a rare repeated one; the
+attempt is recorded in the ledger's `note` so a duplicate can be explained. `read_timeout_s` is
+generous to keep the window small.
+
+The token never leaves this module: errors are our own words with the token redacted, and a
+logging filter on the `httpx` and `telegram` loggers (which print request URLs, and URLs
+contain the token) redacts it while a sender is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+from telegram import Bot, LinkPreviewOptions, ReplyParameters
+from telegram.constants import ParseMode
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.request import HTTPXRequest
+
+from cg_assets.alerts.delivery import CHAT_SETTING, TOKEN_SETTING
+from cg_assets.settings import DEFAULT_TELEGRAM_API_BASE_URL
+
+REDACTED = "<redacted>"
+# Loggers that print request URLs (and so the token) at INFO/DEBUG.
+_URL_LOGGERS = ("httpx", "telegram.Bot", "telegram.request")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What became of one alert's message(s). `error` is safe to show and store."""
+
+    ok: bool
+    message_ids: tuple[int, ...]
+    attempts: int
+    error: str = ""
+    permanent: bool = False
+    note: str = ""
+    migrate_to_chat_id: int | None = None
+
+    @property
+    def message_id(self) -> int | None:
+        """The first message's id: what a follow-up replies to."""
+        return self.message_ids[0] if self.message_ids else None
+
+
+class _Redact(logging.Filter):
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.secret in message:
+            record.msg, record.args = message.replace(self.secret, REDACTED), None
+        return True
+
+
+class _Permanent(Exception):
+    def __init__(self, error: str, migrate_to: int | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.migrate_to = migrate_to
+
+
+class TelegramSender:
+    """A synchronous python-telegram-bot client: `with TelegramSender(...) as s: s.send(...)`.
+
+    `api_base_url` is TELEGRAM_API_BASE_URL (https://api.telegram.org, or the stand-in).
+    `max_attempts` bounds the requests per message part; `max_wait_s` bounds the time spent
+    waiting between them (flood control and backoff), so a sensor can keep within its tick.
+    `sleep` is awaited for those waits; tests inject one that records instead of waiting.
+    """
+
+    def __init__(
+        self,
+        token: str,
+        api_base_url: str = DEFAULT_TELEGRAM_API_BASE_URL,
+        *,
+        connect_timeout_s: float = 5.0,
+        read_timeout_s: float = 15.0,
+        max_attempts: int = 4,
+        max_wait_s: float = 60.0,
+        backoff_s: float = 1.0,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if not token:
+            raise ValueError(f"no bot token: set {TOKEN_SETTING}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        self._token = token
+        self.api_base_url = api_base_url.rstrip("/")
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.max_attempts = max_attempts
+        self.max_wait_s = max_wait_s
+        self.backoff_s = backoff_s
+        self.sleep = sleep
+        self._runner: asyncio.Runner | None = None
+        self._bot: Bot | None = None
+        self._ready = False
+        self._token_error = ""
+        self._filter = _Redact(token)
+
+    def __enter__(self) -> TelegramSender:
+        for name in _URL_LOGGERS:
+            logging.getLogger(name).addFilter(self._filter)
+        self._runner = asyncio.Runner()
+        request = HTTPXRequest(
+            connection_pool_size=4,
+            connect_timeout=self.connect_timeout_s,
+            read_timeout=self.read_timeout_s,
+            write_timeout=self.read_timeout_s,
+            pool_timeout=self.connect_timeout_s,
+        )
+        self._bot = Bot(self._token, base_url=f"{self.api_base_url}/bot", request=request)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._runner is not None and self._bot is not None:
+                # Closing the pool of a failed client: nothing left to report.
+                with contextlib.suppress(TelegramError):
+                    self._runner.run(self._bot.shutdown())
+                self._runner.close()
+        finally:
+            self._runner = self._bot = None
+            self._ready = False
+            for name in _URL_LOGGERS:
+                logging.getLogger(name).removeFilter(self._filter)
+
+    def redact(self, text: str) -> str:
+        return text.replace(self._token, REDACTED)
+
+    def send(
+        self,
+        chat_id: int | str,
+        parts: Sequence[str] | str,
+        *,
+        reply_to: int | None = None,
+        chat_setting: str = CHAT_SETTING,
+    ) -> SendResult:
+        """Send `parts` in order as HTML messages; the first replies to `reply_to` if given
+        (and is sent anyway if that message is gone). `chat_setting` names the variable the
+        chat id came from, for error messages."""
+        if self._runner is None:
+            raise RuntimeError("use TelegramSender as a context manager: with sender: ...")
+        messages = [parts] if isinstance(parts, str) else list(parts)
+        if not messages:
+            raise ValueError("nothing to send")
+        return self._runner.run(self._send(chat_id, messages, reply_to, chat_setting))
+
+    async def _send(
+        self, chat_id: int | str, parts: list[str], reply_to: int | None, chat_setting: str
+    ) -> SendResult:
+        ids: list[int] = []
+        attempts = 0
+        notes: list[str] = []
+        budget = self.max_wait_s
+        for index, text in enumerate(parts):
+            label = f"part {index + 1}/{len(parts)}: " if len(parts) > 1 else ""
+            tries = 0
+            while True:
+                tries += 1
+                attempts += 1
+                try:
+                    first = reply_to if index == 0 else None
+                    ids.append(await self._post(chat_id, text, first, chat_setting))
+                    break
+                except _Permanent as exc:
+                    return SendResult(
+                        False,
+                        tuple(ids),
+                        attempts,
+                        self.redact(label + exc.error),
+                        permanent=True,
+                        note="; ".join(notes),
+                        migrate_to_chat_id=exc.migrate_to,
+                    )
+                except TelegramError as exc:
+                    wait, why = self._transient(exc, tries)
+                    notes.append(f"attempt {attempts}: {why}")
+                if tries >= self.max_attempts or wait > budget:
+                    limit = (
+                        f"gave up after {tries} attempts"
+                        if tries >= self.max_attempts
+                        else f"a further wait of {wait:.0f} s exceeds the {self.max_wait_s:.0f} s"
+                        " budget"
+                    )
+                    error = f"{label}{limit}; last error: {why}"
+                    return SendResult(
+                        False, tuple(ids), attempts, self.redact(error), note="; ".join(notes)
+                    )
+                budget -= wait
+                await self.sleep(wait)
+        return SendResult(True, tuple(ids), attempts, note=self.redact("; ".join(notes)))
+
+    async def _post(
+        self, chat_id: int | str, text: str, reply_to: int | None, chat_setting: str
+    ) -> int:
+        """One request; permanent errors become _Permanent, transient ones propagate."""
+        assert self._bot is not None
+        if self._token_error:
+            raise _Permanent(self._token_error)
+        try:
+            if not self._ready:
+                await self._bot.initialize()  # getMe: checks the token once per sender
+                self._ready = True
+            message = await self._bot.send_message(
+                chat_id=chat_id,
+                text=text,
+                parse_mode=ParseMode.HTML,
+                link_preview_options=LinkPreviewOptions(is_disabled=True),
+                reply_parameters=None
+                if reply_to is None
+                else ReplyParameters(message_id=reply_to, allow_sending_without_reply=True),
+            )
+        except InvalidToken:
+            self._token_error = (
+                f"Telegram rejected the bot token (401 Unauthorized): set {TOKEN_SETTING} to the"
+                " token @BotFather issued for the bot"
+            )
+            raise _Permanent(self._token_error) from None
+        except ChatMigrated as exc:
+            raise _Permanent(
+                f"chat {chat_id} was upgraded to a supergroup with id {exc.new_chat_id}:"
+                f" set {chat_setting}={exc.new_chat_id}",
+                exc.new_chat_id,
+            ) from None
+        except Forbidden as exc:
+            raise _Permanent(
+                f"Telegram refused to post to chat {chat_id} ({exc.message}): unblock the bot or"
+                f" add it to the chat again, or set {chat_setting} to a chat it can post to"
+            ) from None
+        except BadRequest as exc:
+            if "chat not found" in exc.message.lower():
+                raise _Permanent(
+                    f"chat {chat_id} not found: check {chat_setting} (the bot must be a member"
+                    " of the group, or the user must have started a chat with it)"
+                ) from None
+            raise _Permanent(f"Telegram rejected the message: {exc.message}") from None
+        return message.message_id
+
+    def _transient(self, exc: TelegramError, tries: int) -> tuple[float, str]:
+        """(seconds to wait before the next try, what happened) for a retryable error."""
+        backoff = self.backoff_s * 2 ** (tries - 1)
+        if isinstance(exc, RetryAfter):
+            wait = _retry_after_seconds(exc)
+            return wait, f"flood control, Telegram asked to wait {wait:.0f} s"
+        if isinstance(exc, TimedOut):
+            if isinstance(exc.__cause__, httpx.ConnectTimeout | httpx.PoolTimeout):
+                return backoff, "timed out before the request was sent"
+            return backoff, (
+                "timed out waiting for Telegram's answer (the message may have been delivered;"
+                " retrying can show it twice)"
+            )
+        if isinstance(exc, NetworkError):
+            return backoff, f"network error: {self.redact(exc.message)}"
+        return backoff, f"Telegram error: {self.redact(exc.message)}"
+
+
+def _retry_after_seconds(exc: RetryAfter) -> float:
+    """`retry_after` is an int, or a timedelta with PTB_TIMEDELTA=true (PTB >= 22.2 emits a
+    deprecation warning for the int form, from inside RetryAfter itself; setting
+    PTB_TIMEDELTA=true opts in to the future type and silences it)."""
+    value = exc.retry_after
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)

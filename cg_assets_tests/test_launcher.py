@@ -1,0 +1,66 @@
+"""The launcher's port choice: the preferred port when free, else (or for 0) a free one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cg_assets.launcher import free_port
+
+
+def test_a_free_preferred_port_is_kept_and_a_busy_one_replaced():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        other = free_port(taken)
+        assert other not in (taken, 0)
+    assert free_port(taken) == taken  # released: free again
+
+
+def test_zero_means_any_free_port():
+    port = free_port(0)
+    assert port > 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+
+
+STUBBORN = (
+    "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN);"
+    "print('child up', flush=True); time.sleep(120)"
+)
+LAUNCH = f"""
+import sys
+from pathlib import Path
+from cg_assets.launcher import Launcher
+with Launcher({{}}, Path(sys.argv[1])) as launcher:
+    child = launcher.spawn("stubborn", [sys.executable, "-c", {STUBBORN!r}])
+    print(child.pid, flush=True)
+    launcher.wait()
+"""
+
+
+def test_a_second_ctrl_c_kills_what_ignores_the_first(tmp_path: Path):
+    parent = subprocess.Popen(
+        [sys.executable, "-c", LAUNCH, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    log = tmp_path / "stubborn.log"
+    deadline = time.monotonic() + 30
+    while "child up" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.05)
+    parent.send_signal(signal.SIGINT)  # the child ignores it: stop() now waits for it
+    assert [parent.stdout.readline().strip() for _ in range(2)] == ["", "stopping..."]
+    parent.send_signal(signal.SIGINT)  # impatient user: force
+    parent.wait(timeout=15)  # well before stop()'s own 20 s escalation
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
