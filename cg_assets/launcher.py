@@ -192,20 +192,26 @@ class Launcher:
                 time.sleep(1)
             print("a child process exited; stopping the rest", file=sys.stderr)
         except KeyboardInterrupt:
-            print("\nstopping...")
+            self._arm_force_stop()
+            print("\nstopping... (Ctrl-C again to kill at once)", flush=True)
 
-    def stop(self) -> None:
-        """SIGINT each child's session, then sweep whatever of it outlives the leader,
-        escalating to SIGKILL after a deadline, or at once on a second Ctrl-C."""
-        procs = self.procs
+    def _arm_force_stop(self) -> None:
+        """From now on Ctrl-C or SIGTERM kill every child's group instead of interrupting the
+        orderly stop halfway (which would leave children running)."""
 
         def force(signum: int, frame: object) -> None:
-            for proc in procs:
+            for proc in self.procs:
                 _signal_group(proc.pid, signal.SIGKILL)
 
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, force)
             signal.signal(signal.SIGTERM, force)
+
+    def stop(self) -> None:
+        """SIGINT each child's session, then sweep whatever of it outlives the leader,
+        escalating to SIGKILL after a deadline, or at once on a second Ctrl-C."""
+        self._arm_force_stop()
+        procs = self.procs
         for proc in procs:
             _signal_group(proc.pid, signal.SIGINT)
         deadline = time.monotonic() + 20

@@ -59,7 +59,11 @@ def test_a_second_ctrl_c_kills_what_ignores_the_first(tmp_path: Path):
         assert time.monotonic() < deadline, "the child never started"
         time.sleep(0.05)
     parent.send_signal(signal.SIGINT)  # the child ignores it: stop() now waits for it
-    assert [parent.stdout.readline().strip() for _ in range(2)] == ["", "stopping..."]
+    # Printed once a second Ctrl-C is armed to force the stop.
+    assert [parent.stdout.readline().strip() for _ in range(2)] == [
+        "",
+        "stopping... (Ctrl-C again to kill at once)",
+    ]
     parent.send_signal(signal.SIGINT)  # impatient user: force
     parent.wait(timeout=15)  # well before stop()'s own 20 s escalation
     with pytest.raises(ProcessLookupError):
