@@ -58,6 +58,8 @@ class Settings:
     # (exchange, coin) -> instrument id, for exchanges whose perpetual cannot be picked safely.
     pair_overrides: Mapping[tuple[str, str], str] = field(default_factory=dict)
     telegram_api_base_url: str = DEFAULT_TELEGRAM_API_BASE_URL
+    # Ingested spool segments older than this are deleted (the REST history reaches 7 days).
+    spool_retention_days: float = 7.0
 
     @property
     def interval_ms(self) -> int:
@@ -103,6 +105,9 @@ class Settings:
             get("TELEGRAM_API_BASE_URL", DEFAULT_TELEGRAM_API_BASE_URL),
             _http_url,
         )
+        retention = _parse(
+            problems, "SPOOL_RETENTION_DAYS", get("SPOOL_RETENTION_DAYS", "7"), _retention_days
+        )
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -117,6 +122,7 @@ class Settings:
             rate_limit_per_min=rate,
             pair_overrides=overrides,
             telegram_api_base_url=tg_base,
+            spool_retention_days=retention,
         )
 
 
@@ -164,6 +170,16 @@ def _coins(value: str) -> tuple[str, ...]:
             f"{', '.join(map(repr, bad))} not a coin ticker; use upper-case tickers such as BTC,ETH"
         )
     return coins
+
+
+def _retention_days(value: str) -> float:
+    try:
+        days = float(value)
+    except ValueError:
+        days = -1.0
+    if not 0 < days < float("inf"):
+        raise ValueError("expected a positive number of days")
+    return days
 
 
 def _rate(value: str) -> int | None:

@@ -43,6 +43,7 @@ __all__ = [
     "list_segments",
     "normalize_rest_order",
     "normalize_ws_item",
+    "prune_segments",
     "read_segment",
     "segment_time_bounds",
 ]
@@ -197,6 +198,24 @@ def segment_time_bounds(path: Path | str) -> tuple[int, int]:
     ]
     times = [int(r[k]) for r in records for k in ("time", "received_at", "start", "end") if k in r]
     return min(times), max(times)
+
+
+def prune_segments(
+    spool_dir: Path | str, up_to_seq: int, older_than_s: float, now: float
+) -> list[int]:
+    """Delete the segments a consumer is done with: seq <= `up_to_seq` and last modified more
+    than `older_than_s` before `now`. The newest segment always stays, because a restarted
+    writer numbers on from it and reads it to learn where its downtime began."""
+    segments = list_segments(spool_dir)
+    deleted = []
+    for segment in segments[:-1]:
+        if segment.seq > up_to_seq:
+            break
+        with contextlib.suppress(FileNotFoundError):
+            if segment.path.stat().st_mtime < now - older_than_s:
+                segment.path.unlink()
+                deleted.append(segment.seq)
+    return deleted
 
 
 class SpoolWriter:

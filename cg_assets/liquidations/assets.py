@@ -4,7 +4,8 @@ A run ingests a batch of spool segments (the sensor names the batch; the default
 segment on disk) into the days its partition range covers, fills the gaps the batch records
 from the REST order history, and merges each day under a per-day file lock so two runs
 touching the same day cannot lose each other's rows. Re-running a batch is harmless: rows are
-unique by event_id.
+unique by event_id. Once a batch is stored, its segments older than SPOOL_RETENTION_DAYS are
+deleted, so the spool does not grow without end.
 """
 
 import json
@@ -26,7 +27,7 @@ from cg_assets.partitions import daily_partitions, day_end_ms, days_between, to_
 from cg_assets.resources import CoinGlassResource, LakeResource
 from cg_assets.settings import Settings
 from ws_sidecar.parse import normalize_rest_order
-from ws_sidecar.spool import list_segments, read_segment
+from ws_sidecar.spool import list_segments, prune_segments, read_segment
 
 ASSET = "liquidation_orders"
 GROUP = "liquidations"
@@ -114,6 +115,16 @@ def build_liquidation_assets(
                     lake.lake.write_day(ASSET, day, result.table)
                 added, duplicates = added + result.added, duplicates + result.duplicates
                 rows += result.table.num_rows
+        pruned = (
+            prune_segments(
+                spool_dir(settings),
+                up_to_seq=segments[-1],
+                older_than_s=settings.spool_retention_days * 86_400,
+                now=time.time(),
+            )
+            if segments
+            else []
+        )
         views = lake.catalog.ensure_views([ASSET])
         yield dg.MaterializeResult(
             metadata={
@@ -126,6 +137,7 @@ def build_liquidation_assets(
                 "added": added,
                 "duplicates_skipped": duplicates,
                 "outside_range": outside,
+                "segments_pruned": len(pruned),
                 "gaps": dg.MetadataValue.json([r.__dict__ for r in reports]),
                 "unfillable_gaps": sum(r.status == "unfillable" for r in reports),
                 "catalog": views.summary,

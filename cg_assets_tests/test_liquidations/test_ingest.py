@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -95,3 +97,16 @@ def test_gaps_on_a_plan_without_order_history_are_recorded_as_unfillable(
     assert "needs the Standard plan (CG_PLAN=hobbyist)" in report["reason"]
     assert sim.stats.requests == requests_before  # nothing was asked of the API
     assert len(stored(settings, day_of(t))) == 2
+
+
+def test_ingested_segments_past_retention_are_pruned(settings: Settings, spool: Path):
+    t = day_ms(2)
+    paths = [write_segment(spool, seq, [ws_event(t + seq, seq)]) for seq in range(4)]
+    week_ago = time.time() - 8 * 86_400
+    for path in paths[:3]:
+        os.utime(path, (week_ago, week_ago))
+    result = ingest(settings, day_of(t), day_of(t), first_seq=0, last_seq=1)
+    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["segments_pruned"].value == 2  # 0 and 1: ingested and past 7 days
+    assert sorted(p.name for p in spool.iterdir()) == [paths[2].name, paths[3].name]
+    assert len(stored(settings, day_of(t))) == 2  # the data itself stays

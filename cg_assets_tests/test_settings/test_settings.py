@@ -109,6 +109,8 @@ def test_pair_overrides_and_rate_override():
         ("CG_PAIR_OVERRIDES", "OKX-BTC"),
         ("CG_RATE_LIMIT_PER_MIN", "-5"),
         ("CG_API_BASE_URL", "localhost:8765"),
+        ("SPOOL_RETENTION_DAYS", "a week"),
+        ("SPOOL_RETENTION_DAYS", "0"),
     ],
 )
 def test_other_bad_values(name: str, value: str):

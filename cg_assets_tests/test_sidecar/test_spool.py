@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from ws_sidecar.spool import (
     gap_record,
     last_record_time,
     list_segments,
+    prune_segments,
     read_segment,
 )
 
@@ -155,3 +157,33 @@ def test_last_record_time_is_the_newest_receipt_or_gap_end(writer: SpoolWriter):
     assert last_record_time(writer.spool_dir) == 3_000
     writer.write(lines([gap_record(2_000, 9_000, "restart", "c")]))
     assert last_record_time(writer.spool_dir) == 9_000
+
+
+def test_pruning_removes_old_consumed_segments_and_keeps_the_newest(tmp_path: Path):
+    spool = tmp_path / "spool"
+    writer = SpoolWriter(spool)
+    segments = [writer.write(lines([event(i)])) for i in range(5)]
+    writer.close()
+    now = 1_800_000_000.0
+    for segment in segments[:4]:
+        os.utime(segment.path, (now - 3 * 86_400, now - 3 * 86_400))
+    os.utime(segments[4].path, (now - 3 * 86_400, now - 3 * 86_400))
+    # Only what the consumer has finished with (seq <= 2) and is old enough goes.
+    assert prune_segments(spool, up_to_seq=2, older_than_s=86_400, now=now) == [0, 1, 2]
+    assert [s.seq for s in list_segments(spool)] == [3, 4]
+    assert prune_segments(spool, up_to_seq=2, older_than_s=86_400, now=now) == []
+    # Even with everything consumed and old, the newest stays, and numbering goes on after it.
+    assert prune_segments(spool, up_to_seq=99, older_than_s=86_400, now=now) == [3]
+    resumed = SpoolWriter(spool)
+    assert resumed.write(lines([event(9)])).seq == 5
+    resumed.close()
+
+
+def test_recent_segments_are_kept_however_consumed(tmp_path: Path):
+    writer = SpoolWriter(tmp_path / "spool")
+    for i in range(3):
+        writer.write(lines([event(i)]))
+    writer.close()
+    kept = prune_segments(tmp_path / "spool", up_to_seq=99, older_than_s=3600, now=time.time())
+    assert kept == []
+    assert len(list_segments(tmp_path / "spool")) == 3
