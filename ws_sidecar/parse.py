@@ -111,22 +111,7 @@ def normalize_ws_item(item: Any, conn_id: str, received_at: int) -> dict[str, An
         and time_ms > 0
     ):
         return None
-    exchange = display_exchange(exchange)
-    return {
-        "kind": "event",
-        "event_id": event_id(exchange, pair, time_ms, price, side, usd),
-        "exchange": exchange,
-        "pair": pair,
-        "symbol": coin,
-        "side": side,
-        "price": price,
-        "usd_value": usd,
-        "time": time_ms,
-        "received_at": received_at,
-        "conn_id": conn_id,
-        "source": "ws",
-        "raw": item,
-    }
+    return _event(exchange, pair, coin, side, price, usd, time_ms, received_at, conn_id, "ws", item)
 
 
 def normalize_rest_order(row: dict[str, Any], received_at: int | None = None) -> dict[str, Any]:
@@ -145,6 +130,23 @@ def normalize_rest_order(row: dict[str, Any], received_at: int | None = None) ->
         )
     if not (0 < price < _INF and 0 < usd < _INF and time_ms > 0):
         raise ValueError(f"liquidation order: price, usd_value and time must be > 0: {row!r}")
+    return _event(exchange, pair, coin, side, price, usd, time_ms, received_at, "rest", "rest", row)
+
+
+def _event(
+    exchange: str,
+    pair: str,
+    coin: str,
+    side: str,
+    price: float,
+    usd: float,
+    time_ms: int,
+    received_at: int | None,
+    conn_id: str,
+    source: str,
+    raw: dict[str, Any],
+) -> dict[str, Any]:
+    """The spool's event dict, one shape for both sources, so their event_ids match."""
     exchange = display_exchange(exchange)
     return {
         "kind": "event",
@@ -157,9 +159,9 @@ def normalize_rest_order(row: dict[str, Any], received_at: int | None = None) ->
         "usd_value": usd,
         "time": time_ms,
         "received_at": received_at,
-        "conn_id": "rest",
-        "source": "rest",
-        "raw": row,
+        "conn_id": conn_id,
+        "source": source,
+        "raw": raw,
     }
 
 
