@@ -27,6 +27,7 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from typing import TypeVar
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -112,7 +113,8 @@ def write_lake(root: str, events: int, seed: int = 1) -> Lake:
 
 
 def duckdb_heatmap(lake: Lake) -> pa.Table:
-    con = open_inputs(lake, [DAY], HOUR_MS)
+    con = duckdb.connect()
+    open_inputs(con, lake, [DAY], HOUR_MS)
     try:
         rows = heatmap_cells(con, start_ms=T0, end_ms=T0 + DAY_MS, bucket_ms=MINUTE_MS, grid=GRID)
     finally:
@@ -124,11 +126,11 @@ def duckdb_heatmap(lake: Lake) -> pa.Table:
 def pandas_heatmap(lake: Lake) -> pd.DataFrame:
     """The same cells the obvious pandas way."""
     orders = pd.read_parquet(
-        lake.partition_path("liquidation_orders", DAY),
+        lake.file("liquidation_orders", DAY),
         columns=["ts", "symbol", "side", "price", "usd_value"],
     )
     prices = pd.concat(
-        pd.read_parquet(lake.partition_path("price_ohlc", d), columns=["ts", "symbol", "close"])
+        pd.read_parquet(lake.file("price_ohlc", d), columns=["ts", "symbol", "close"])
         for d in (DAY - timedelta(days=1), DAY)
     )
     closes = (

@@ -29,7 +29,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             plan=settings.plan.value,
             rate_limit_per_min=settings.rate_limit_per_min,
         ),
-        "lake": LakeResource(data_dir=str(settings.data_dir)),
+        "lake": LakeResource.at(settings.data_dir),
     }
 
 

@@ -59,7 +59,8 @@ def main() -> int:
                 *args.pytest_args,
             ],
             cwd=ROOT,
-            env={**os.environ, "FAKETIME_DONT_RESET": "1"},
+            # Only the wall clock moves: a faked monotonic clock stalls asyncio timeouts.
+            env={**os.environ, "FAKETIME_DONT_RESET": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"},
             capture_output=True,
             text=True,
         )

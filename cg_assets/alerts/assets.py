@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as time_of_day
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -21,8 +22,13 @@ from cg_assets.alerts.delivery import Outcome, deliver
 from cg_assets.alerts.ledger import AlertLedger, SignalRef
 from cg_assets.alerts.messages import SignalLine, render_digest
 from cg_assets.alerts.resources import TelegramResource
+from cg_assets.partitions import days_between
 from cg_assets.resources import LakeResource
 from cg_assets.settings import Settings
+from cg_assets.signals.engine import ASSET as SIGNALS
+from cg_assets.signals.engine import SCHEMA as SIGNALS_SCHEMA
+from cg_assets.signals.snapshot import ASSET as SNAPSHOT
+from cg_assets.signals.snapshot import SCHEMA as SNAPSHOT_SCHEMA
 from cg_assets.storage import Lake
 
 if TYPE_CHECKING:
@@ -30,15 +36,13 @@ if TYPE_CHECKING:
 
 ASSET = "telegram_alerts"
 GROUP = "alerts"
-SNAPSHOT = "market_snapshot"
-SIGNALS = "signals"
 PREVIEW_CHARS = 1500
 
 # The newest evaluated bar of each configured coin within the days read.
 LATEST_SNAPSHOT_SQL = """
 SELECT * EXCLUDE (date)
-FROM read_parquet($glob, hive_partitioning = true, union_by_name = true)
-WHERE date >= $since AND list_contains($symbols, symbol)
+FROM market_snapshot
+WHERE list_contains($symbols, symbol)
 QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC) = 1
 ORDER BY symbol
 """
@@ -46,8 +50,8 @@ ORDER BY symbol
 # Every signal of the configured coins within the days read (matched to the bars above).
 SIGNALS_SQL = """
 SELECT symbol, ts, rule, level, title
-FROM read_parquet($glob, hive_partitioning = true, union_by_name = true)
-WHERE date >= $since AND list_contains($symbols, symbol)
+FROM signals
+WHERE list_contains($symbols, symbol)
 ORDER BY symbol, ts, rule
 """
 
@@ -69,25 +73,17 @@ class Evaluation:
         return f"digest:{self.coin}:{self.ts.astimezone(UTC):%Y-%m-%dT%H:%MZ}"
 
 
-def read_evaluations(lake: Lake, symbols: Sequence[str], since: date) -> list[Evaluation]:
-    """The newest `market_snapshot` bar per coin since `since`, with its signals."""
-    if not lake.has_data(SNAPSHOT):
-        return []
-    params = {"since": since, "symbols": list(symbols)}
-    con = duckdb.connect()
-    try:
-        snapshots = con.sql(
-            LATEST_SNAPSHOT_SQL, params={**params, "glob": lake.glob(SNAPSHOT)}
-        ).to_arrow_table()
-        signals = (
-            con.sql(SIGNALS_SQL, params={**params, "glob": lake.glob(SIGNALS)}).to_arrow_table()
-            if lake.has_data(SIGNALS)
-            else None
-        )
-    finally:
-        con.close()
+def read_evaluations(
+    con: duckdb.DuckDBPyConnection, lake: Lake, symbols: Sequence[str], days: Sequence[date]
+) -> list[Evaluation]:
+    """The newest `market_snapshot` bar per coin within `days`, with its signals."""
+    lake.attach(con, SNAPSHOT, days, SNAPSHOT_SCHEMA)
+    lake.attach(con, SIGNALS, days, SIGNALS_SCHEMA)
+    params = {"symbols": list(symbols)}
+    snapshots = con.sql(LATEST_SNAPSHOT_SQL, params=params).to_arrow_table()
+    signals = con.sql(SIGNALS_SQL, params=params).to_arrow_table()
     fired: dict[tuple[str, datetime], list[SignalLine]] = {}
-    for row in [] if signals is None else signals.to_pylist():
+    for row in signals.to_pylist():
         line = SignalLine(row["rule"], row["level"], row["title"])
         fired.setdefault((row["symbol"], row["ts"]), []).append(line)
     return [
@@ -139,9 +135,11 @@ def build_alert_assets(
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         now = datetime.fromtimestamp(clock(), UTC)
         reach = timedelta(milliseconds=settings.interval_ms * (telegram.stale_after_bars + 1))
-        evaluations = read_evaluations(
-            lake.lake, settings.symbols, (now - reach - timedelta(days=1)).date()
-        )
+        since = datetime.combine((now - reach - timedelta(days=1)).date(), time_of_day.min, UTC)
+        with lake.connect() as con:
+            evaluations = read_evaluations(
+                con, lake.lake, settings.symbols, days_between(since, now + timedelta(days=1))
+            )
         ledger = telegram.ledger(lake.lake.data_dir, clock)
         gate = telegram.gate()
         chat_id, chat_setting = telegram.target()

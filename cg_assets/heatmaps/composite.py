@@ -42,18 +42,17 @@ from pydantic import Field, model_validator
 
 from cg_assets.coinglass.plans import DAY_MS, MINUTE_MS
 from cg_assets.heatmaps.buckets import EDGE_TOLERANCE, check_day_divisor, check_grid
-from cg_assets.heatmaps.inputs import coin_bars, extra_days, lake_view, lookback_days
+from cg_assets.heatmaps.inputs import coin_bars, extra_days, lookback_days
 from cg_assets.heatmaps.liquidation import ASSET as LIQUIDATION_HEATMAP
 from cg_assets.heatmaps.liquidation import GROUP, PICTURE, PRICES
 from cg_assets.heatmaps.liquidation import SCHEMA as HEATMAP_SCHEMA
-from cg_assets.heatmaps.pictures import Panel, markdown_image, render_png, utc_label, write_png
-from cg_assets.market.assets import column_schema
-from cg_assets.market.fetch import split_days
-from cg_assets.market.series import MARKET_ASSETS_BY_NAME, Column
+from cg_assets.heatmaps.pictures import Panel, markdown_image, render_png, utc_label
+from cg_assets.market.series import MARKET_ASSETS_BY_NAME
 from cg_assets.partitions import daily_partitions, days_between, to_ms
 from cg_assets.resources import LakeResource
 from cg_assets.settings import Settings
 from cg_assets.storage import Lake
+from cg_assets.tables import Column, column_schema, schema_of, split_days
 
 ASSET = "composite_heatmap"
 OPEN_INTEREST = "open_interest_ohlc"
@@ -75,7 +74,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("liq_usd", pa.float64(), "Liquidated USD in the bucket during the window"),
     Column("oi_build_usd", pa.float64(), "OI increase attributed to the bucket, USD"),
 )
-SCHEMA = pa.schema([pa.field(c.name, c.type) for c in COLUMNS])
+SCHEMA = schema_of(COLUMNS)
 _PRICE_SCHEMA = MARKET_ASSETS_BY_NAME[PRICES].schema
 _OI_SCHEMA = MARKET_ASSETS_BY_NAME[OPEN_INTEREST].schema
 
@@ -386,6 +385,7 @@ def composite_table(
 
 
 def compute_composite(
+    con: duckdb.DuckDBPyConnection,
     lake: Lake,
     days: list[date],
     symbols: tuple[str, ...],
@@ -397,23 +397,19 @@ def compute_composite(
     window_ms = config.window_minutes * MINUTE_MS
     price_span = config.pivot_lookback_bars * interval_ms + window_ms + interval_ms
     ends = window_ends(days, config.step_minutes, now_ms)
-    con = duckdb.connect()
-    try:
-        lake_view(con, lake, LIQUIDATION_HEATMAP, lookback_days(days, window_ms), HEATMAP_SCHEMA)
-        lake_view(con, lake, PRICES, lookback_days(days, price_span), _PRICE_SCHEMA)
-        lake_view(con, lake, OPEN_INTEREST, lookback_days(days, window_ms), _OI_SCHEMA)
-        coin_bars(con, interval_ms)
-        windows = pa.table(
-            {
-                "symbol": pa.array([s for s in symbols for _ in ends], pa.string()),
-                "end_ms": pa.array([e for _ in symbols for e in ends], pa.int64()),
-            }
-        )
-        con.register("windows", windows)
-        raw = raw_components(con, window_ms=window_ms, grid=config.grid, interval_ms=interval_ms)
-        bars = _arrays(con.sql(BARS_SQL))
-    finally:
-        con.close()
+    lake.attach(con, LIQUIDATION_HEATMAP, lookback_days(days, window_ms), HEATMAP_SCHEMA)
+    lake.attach(con, PRICES, lookback_days(days, price_span), _PRICE_SCHEMA)
+    lake.attach(con, OPEN_INTEREST, lookback_days(days, window_ms), _OI_SCHEMA)
+    coin_bars(con, interval_ms)
+    windows = pa.table(
+        {
+            "symbol": pa.array([s for s in symbols for _ in ends], pa.string()),
+            "end_ms": pa.array([e for _ in symbols for e in ends], pa.int64()),
+        }
+    )
+    con.register("windows", windows)
+    raw = raw_components(con, window_ms=window_ms, grid=config.grid, interval_ms=interval_ms)
+    bars = _arrays(con.sql(BARS_SQL))
     return composite_table(
         raw,
         pivot_levels(bars, config.pivot_span_bars),
@@ -498,28 +494,27 @@ def build_composite_heatmap(settings: Settings) -> dg.AssetsDefinition:
         window = context.partition_time_window
         days = days_between(window.start, window.end)
         now_ms = to_ms(datetime.now(UTC))
-        table = compute_composite(
-            lake.lake, days, settings.symbols, config, settings.interval_ms, now_ms
-        )
+        with lake.connect() as con:
+            table = compute_composite(
+                con, lake.lake, days, settings.symbols, config, settings.interval_ms, now_ms
+            )
+        published = lake.publish(ASSET, table, days)
         pictures = {}
         for day, part in split_days(table, days).items():
-            path = lake.lake.write_day(ASSET, day, part)
             if part.num_rows:
                 png = render_png(
                     composite_panels(part, config.step_minutes * MINUTE_MS),
                     "score",
                     score=True,
                 )
-                pictures[day] = (png, write_png(path.with_name(PICTURE), png))
-        views = lake.catalog.ensure_views([ASSET])
+                pictures[day] = (png, lake.lake.write_bytes(ASSET, day, PICTURE, png))
         hot = pc.sum(pc.greater_equal(table["score"], 0.75)).as_py() or 0
         metadata = {
-            "dagster/row_count": table.num_rows,
+            **published.metadata,
             "windows": len(set(pc.cast(table["ts"], pa.int64()).to_pylist())),
             "buckets_scoring_0.75_or_more": hot,
             "window_minutes": config.window_minutes,
             "weights": f"liq {config.w_liq}, oi {config.w_oi}, swing {config.w_swing}",
-            "catalog": views.summary,
         }
         if pictures:
             day = max(pictures)

@@ -1,9 +1,9 @@
-"""The heatmaps' inputs: lake days as DuckDB views, and one price series per coin.
+"""The heatmaps' inputs: how far back they read, and one price series per coin.
 
-Heatmaps read the lake directly with DuckDB over the Parquet files (not through IO managers):
-a day of liquidations can hold millions of rows, and DuckDB scans only the columns a query
-names. A view over no files at all is an empty table of the asset's schema, so a coin or a day
-without data flows through the same SQL instead of needing its own branch.
+Heatmaps read the lake with DuckDB over views `Lake.attach` makes (not through IO managers): a
+day of liquidations can hold millions of rows, and DuckDB scans only the columns a query names.
+A view over no files at all is an empty table of the asset's schema, so a coin or a day without
+data flows through the same SQL instead of needing its own branch.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 
 import duckdb
-import pyarrow as pa
 
 from cg_assets.coinglass.plans import DAY_MS
-from cg_assets.storage import Lake
 
 # One price per coin and bar: the median over the exchanges that reported the bar, the lower
 # of the two middle values for an even count (quantile_disc), so it is always a price some
@@ -36,22 +34,6 @@ FROM price_ohlc
 WHERE close > 0
 GROUP BY symbol, epoch_ms(ts)
 """
-
-
-def lake_view(
-    con: duckdb.DuckDBPyConnection,
-    lake: Lake,
-    asset: str,
-    days: Sequence[date],
-    schema: pa.Schema,
-) -> int:
-    """Expose `asset`'s files for `days` as the view `asset`; returns how many files it reads."""
-    paths = lake.existing_paths(asset, days)
-    if paths:
-        con.read_parquet(paths, union_by_name=True).create_view(asset)
-    else:
-        con.register(asset, schema.empty_table())
-    return len(paths)
 
 
 def extra_days(span_ms: int) -> int:

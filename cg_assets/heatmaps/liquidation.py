@@ -24,17 +24,16 @@ from pydantic import Field, field_validator
 
 from cg_assets.coinglass.plans import MINUTE_MS
 from cg_assets.heatmaps.buckets import EDGE_TOLERANCE, check_day_divisor, check_grid
-from cg_assets.heatmaps.inputs import coin_bars, extra_days, lake_view, lookback_days
-from cg_assets.heatmaps.pictures import Panel, markdown_image, render_png, utc_label, write_png
+from cg_assets.heatmaps.inputs import coin_bars, extra_days, lookback_days
+from cg_assets.heatmaps.pictures import Panel, markdown_image, render_png, utc_label
 from cg_assets.liquidations.assets import ASSET as ORDERS
 from cg_assets.liquidations.orders import SCHEMA as ORDERS_SCHEMA
-from cg_assets.market.assets import column_schema
-from cg_assets.market.fetch import split_days
-from cg_assets.market.series import MARKET_ASSETS_BY_NAME, Column
+from cg_assets.market.series import MARKET_ASSETS_BY_NAME
 from cg_assets.partitions import daily_partitions, days_between, to_ms
 from cg_assets.resources import LakeResource
 from cg_assets.settings import Settings
 from cg_assets.storage import Lake
+from cg_assets.tables import Column, column_schema, schema_of, split_days
 
 ASSET = "liquidation_heatmap"
 GROUP = "heatmaps"
@@ -54,7 +53,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("short_usd", pa.float64(), "USD of short positions liquidated in the cell"),
     Column("events", pa.int64(), "Number of liquidations in the cell"),
 )
-SCHEMA = pa.schema([pa.field(c.name, c.type) for c in COLUMNS])
+SCHEMA = schema_of(COLUMNS)
 _PRICE_SCHEMA = MARKET_ASSETS_BY_NAME[PRICES].schema
 
 # Views: liquidation_orders (the events), coin_bars (inputs.COIN_BARS_SQL). Events of a coin
@@ -182,13 +181,13 @@ def split_unpriced(rows: pa.Table) -> tuple[pa.Table, int, float]:
     )
 
 
-def open_inputs(lake: Lake, days: list[date], interval_ms: int) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB with the events of `days` and the price bars they may need."""
-    con = duckdb.connect()
-    lake_view(con, lake, ORDERS, days, ORDERS_SCHEMA)
-    lake_view(con, lake, PRICES, lookback_days(days, interval_ms), _PRICE_SCHEMA)
+def open_inputs(
+    con: duckdb.DuckDBPyConnection, lake: Lake, days: list[date], interval_ms: int
+) -> None:
+    """Attach the events of `days` and the price bars they may need to `con`."""
+    lake.attach(con, ORDERS, days, ORDERS_SCHEMA)
+    lake.attach(con, PRICES, lookback_days(days, interval_ms), _PRICE_SCHEMA)
     coin_bars(con, interval_ms)
-    return con
 
 
 def heatmap_panels(cells: pa.Table, bucket_ms: int) -> list[Panel]:
@@ -255,8 +254,8 @@ def build_liquidation_heatmap(settings: Settings) -> dg.AssetsDefinition:
         days = days_between(window.start, window.end)
         start_ms, end_ms = to_ms(window.start), to_ms(window.end)
         bucket_ms = config.bucket_minutes * MINUTE_MS
-        con = open_inputs(lake.lake, days, settings.interval_ms)
-        try:
+        with lake.connect() as con:
+            open_inputs(con, lake.lake, days, settings.interval_ms)
             rows = heatmap_cells(
                 con,
                 start_ms=start_ms,
@@ -275,29 +274,25 @@ def build_liquidation_heatmap(settings: Settings) -> dg.AssetsDefinition:
                     "unpriced_usd": unpriced_usd,
                 },
             ).fetchall()
-        finally:
-            con.close()
         if unpriced:
             context.log.warning(
                 f"{unpriced} liquidation(s) (${unpriced_usd:,.0f}) have no reference price yet:"
                 f" no {PRICES} bar of their coin closed before them; materialize {PRICES} for"
                 " those days and re-run"
             )
+        published = lake.publish(ASSET, cells, days)
         pictures = {}
         for day, part in split_days(cells, days).items():
-            path = lake.lake.write_day(ASSET, day, part)
             if part.num_rows:
                 png = render_png(heatmap_panels(part, bucket_ms), "USD liquidated")
-                pictures[day] = (png, write_png(path.with_name(PICTURE), png))
-        views = lake.catalog.ensure_views([ASSET])
+                pictures[day] = (png, lake.lake.write_bytes(ASSET, day, PICTURE, png))
         metadata = {
-            "dagster/row_count": cells.num_rows,
+            **published.metadata,
             "events": int(pc.sum(cells["events"]).as_py() or 0),
             "liquidated_usd": placed_usd,
             "unpriced_events": unpriced,
             "bucket_minutes": config.bucket_minutes,
             "grid": config.grid,
-            "catalog": views.summary,
         }
         if pictures:
             day = max(pictures)

@@ -29,11 +29,10 @@ from pydantic import Field, field_validator
 from cg_assets.coinglass import CoinGlassPlanError
 from cg_assets.coinglass.plans import Plan
 from cg_assets.heatmaps.liquidation import GROUP, PICTURE
-from cg_assets.heatmaps.pictures import Panel, markdown_image, render_png, utc_label, write_png
-from cg_assets.market.assets import column_schema
-from cg_assets.market.series import Column
+from cg_assets.heatmaps.pictures import Panel, markdown_image, render_png, utc_label
 from cg_assets.resources import CoinGlassResource, LakeResource
 from cg_assets.settings import Settings
+from cg_assets.tables import Column, column_schema, schema_of
 
 ASSET = "coinglass_liquidation_heatmap"
 RANGES = ("12h", "24h", "3d", "7d", "30d", "90d", "180d", "1y")
@@ -50,7 +49,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("model", pa.int64(), "CoinGlass heatmap model: 1, 2 or 3"),
     Column("range", pa.string(), "Range the snapshot covers, e.g. 3d"),
 )
-SCHEMA = pa.schema([pa.field(c.name, c.type) for c in COLUMNS])
+SCHEMA = schema_of(COLUMNS)
 
 
 def heatmap_path(model: int) -> str:
@@ -196,14 +195,12 @@ def build_model_heatmap(settings: Settings) -> dg.AssetsDefinition:
         ]
         table = pa.concat_tables(parts) if parts else SCHEMA.empty_table()
         today = datetime.now(UTC).date()
-        file = lake.lake.write_day(ASSET, today, table)
-        views = lake.catalog.ensure_views([ASSET])
+        published = lake.publish(ASSET, table, [today], split_on=None)
         metadata: dict[str, Any] = {
-            "dagster/row_count": table.num_rows,
+            **published.metadata,
             "model": config.model,
             "range": config.range,
-            "lake_file": dg.MetadataValue.path(str(file)),
-            "catalog": views.summary,
+            "lake_file": dg.MetadataValue.path(published.files[today]),
         }
         panels = [
             model_panel(table, symbol, data)
@@ -214,7 +211,7 @@ def build_model_heatmap(settings: Settings) -> dg.AssetsDefinition:
             png = render_png(panels, "USD at level")
             metadata["heatmap"] = dg.MetadataValue.md(markdown_image(png, ASSET))
             metadata["picture_path"] = dg.MetadataValue.path(
-                str(write_png(file.with_name(PICTURE), png))
+                lake.lake.write_bytes(ASSET, today, PICTURE, png)
             )
             metadata["picture_bytes"] = len(png)
         yield dg.MaterializeResult(metadata=metadata)

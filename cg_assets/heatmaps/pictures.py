@@ -15,12 +15,9 @@ from __future__ import annotations
 import base64
 import io
 import math
-import os
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 
@@ -190,18 +187,6 @@ def _palette(png: bytes) -> bytes:
 def markdown_image(png: bytes, alt: str) -> str:
     """Markdown showing `png` inline, as Dagster renders `MetadataValue.md`."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
-
-
-def write_png(path: Path, png: bytes) -> Path:
-    """Write `png` by atomic rename, so a reader never sees half a picture."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(png)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def utc_label(ms: int) -> str:

@@ -10,22 +10,22 @@ deleted, so the spool does not grow without end.
 
 import json
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import dagster as dg
-import duckdb
+import pyarrow as pa
 
 from cg_assets.coinglass import coerce_row
 from cg_assets.coinglass.plans import Plan
 from cg_assets.liquidations.gapfill import GapReport, fetch_orders, fillable
-from cg_assets.liquidations.orders import COLUMNS, events_to_table, merge
-from cg_assets.market.assets import column_schema
+from cg_assets.liquidations.orders import COLUMNS, SCHEMA, events_to_table, merge
 from cg_assets.partitions import daily_partitions, day_end_ms, days_between, to_ms
 from cg_assets.resources import CoinGlassResource, LakeResource
 from cg_assets.settings import Settings
+from cg_assets.storage.checks import SCHEMA_CHECK
+from cg_assets.tables import column_schema
 from ws_sidecar.parse import normalize_rest_order
 from ws_sidecar.spool import list_segments, prune_segments, read_segment
 
@@ -34,9 +34,9 @@ GROUP = "liquidations"
 STALE_AFTER_S = 60.0
 
 CHECK_SQL = {
-    "unique_event_id": "SELECT count(*) - count(DISTINCT event_id) FROM day",
+    "unique_event_id": "SELECT count(*) - count(DISTINCT event_id) FROM rows",
     "valid_values": (
-        "SELECT count(*) FROM day WHERE NOT (price > 0 AND usd_value > 0"
+        "SELECT count(*) FROM rows WHERE NOT (price > 0 AND usd_value > 0"
         " AND side IN ('long', 'short') AND source IN ('ws', 'rest'))"
     ),
 }
@@ -86,7 +86,7 @@ def build_liquidation_assets(
         metadata={
             "dagster/column_schema": column_schema(COLUMNS),
         },
-        check_specs=[dg.AssetCheckSpec(name, asset=ASSET) for name in CHECK_SQL],
+        check_specs=[dg.AssetCheckSpec(name, asset=ASSET) for name in [SCHEMA_CHECK, *CHECK_SQL]],
     )
     def liquidation_orders(
         context: dg.AssetExecutionContext,
@@ -103,18 +103,17 @@ def build_liquidation_assets(
                 f" {days[0]}..{days[-1]}; run this asset for their day to ingest them"
             )
         rest_events, reports = _fill_gaps(context, settings, config, coinglass, gaps, days)
-        by_day: dict[date, list[dict]] = defaultdict(list)
-        for event in ws_events + rest_events:
-            by_day[_day(event["time"])].append(event)
-        added = duplicates = rows = 0
-        for day in days:
-            with lake.lake.lock(ASSET, day):
-                existing = lake.lake.read_days(ASSET, [day])
-                result = merge(existing, events_to_table(by_day.get(day, [])))
-                if result.added or existing is None:
-                    lake.lake.write_day(ASSET, day, result.table)
-                added, duplicates = added + result.added, duplicates + result.duplicates
-                rows += result.table.num_rows
+        counts = {"added": 0, "duplicates": 0}
+
+        def merge_day(existing: pa.Table | None, incoming: pa.Table) -> pa.Table | None:
+            result = merge(existing, incoming)
+            counts["added"] += result.added
+            counts["duplicates"] += result.duplicates
+            return result.table if result.added or existing is None else None
+
+        published = lake.publish(
+            ASSET, events_to_table(ws_events + rest_events), days, merge=merge_day
+        )
         pruned = (
             prune_segments(
                 spool_dir(settings),
@@ -125,25 +124,23 @@ def build_liquidation_assets(
             if segments
             else []
         )
-        views = lake.catalog.ensure_views([ASSET])
         yield dg.MaterializeResult(
             metadata={
-                "dagster/row_count": rows,
+                **published.metadata,
                 "segments": f"{segments[0]}..{segments[-1]} ({len(segments)})"
                 if segments
                 else "none",
                 "events_in_batch": len(ws_events),
                 "rest_rows": len(rest_events),
-                "added": added,
-                "duplicates_skipped": duplicates,
+                "added": counts["added"],
+                "duplicates_skipped": counts["duplicates"],
                 "outside_range": outside,
                 "segments_pruned": len(pruned),
                 "gaps": dg.MetadataValue.json([r.__dict__ for r in reports]),
                 "unfillable_gaps": sum(r.status == "unfillable" for r in reports),
-                "catalog": views.summary,
             }
         )
-        yield from _checks(lake, days)
+        yield from lake.check_results(ASSET, days, SCHEMA, CHECK_SQL)
 
     @dg.asset_check(
         asset=ASSET,
@@ -233,20 +230,3 @@ def _fill_gaps(
         )
         context.log.info(f"gap {start}..{end}: {len(rows)} order(s) from REST")
     return events, reports
-
-
-def _checks(lake: LakeResource, days: list[date]) -> Iterator[dg.AssetCheckResult]:
-    paths = lake.lake.existing_paths(ASSET, days)
-    con = duckdb.connect()
-    try:
-        con.read_parquet(paths).create_view("day")
-        for name, sql in CHECK_SQL.items():
-            [(bad,)] = con.execute(sql).fetchall()
-            yield dg.AssetCheckResult(
-                check_name=name,
-                passed=bad == 0,
-                description=f"{bad} offending row(s)" if bad else "all rows pass",
-                metadata={"offending_rows": bad},
-            )
-    finally:
-        con.close()

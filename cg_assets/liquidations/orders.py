@@ -15,7 +15,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from cg_assets.market.series import Column
+from cg_assets.tables import Column, schema_of
 
 COLUMNS: tuple[Column, ...] = (
     Column("ts", pa.timestamp("ms", tz="UTC"), "Time of the liquidation, UTC"),
@@ -28,7 +28,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("source", pa.string(), "ws (live stream) or rest (gap fill from order history)"),
     Column("event_id", pa.string(), "Deterministic id of the liquidation, for de-duplication"),
 )
-SCHEMA = pa.schema([pa.field(c.name, c.type) for c in COLUMNS])
+SCHEMA = schema_of(COLUMNS)
 
 MERGE_SQL = """
 SELECT ts, symbol, exchange, pair, side, price, usd_value, source, event_id

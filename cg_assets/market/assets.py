@@ -7,25 +7,22 @@ last, and a date range is fetched as ceil(bars / 1000) requests per series in a 
 and can be materialized alone (the step is subsettable).
 """
 
-from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from cg_assets.coinglass import CoinGlassClient
-from cg_assets.market.checks import CHECKS, run_checks
+from cg_assets.market.checks import CHECKS, market_checks
 from cg_assets.market.fetch import (
     SeriesRequest,
     fetch_by_asset,
     minimum_requests,
     plan_requests,
     rows_to_table,
-    split_days,
 )
-from cg_assets.market.series import MARKET_ASSETS, Column, MarketAsset
+from cg_assets.market.series import MARKET_ASSETS, MarketAsset
 from cg_assets.partitions import (
     check_history_depth,
     closed_bars_end,
@@ -36,16 +33,9 @@ from cg_assets.partitions import (
 )
 from cg_assets.resources import CoinGlassResource, LakeResource
 from cg_assets.settings import Settings
+from cg_assets.tables import column_schema
 
 GROUP = "market"
-PREVIEW_ROWS = 8
-
-
-def column_schema(columns: Sequence[Column]) -> dg.TableSchema:
-    """Column names, types and descriptions (with units) for the asset's page in the UI."""
-    return dg.TableSchema(
-        columns=[dg.TableColumn(c.name, str(c.type), description=c.description) for c in columns]
-    )
 
 
 def build_market_assets(settings: Settings) -> dg.AssetsDefinition:
@@ -103,31 +93,26 @@ def build_market_assets(settings: Settings) -> dg.AssetsDefinition:
             return client.history(path, params, settings.interval, start_ms, end_ms)
 
         closed = [d for d in days if day_end_ms(d) <= end_ms]
-        catalog = lake.catalog
         for asset, fetched in fetch_by_asset(history, requests):
             table = rows_to_table(asset, fetched).sort_by([(k, "ascending") for k in asset.key])
-            paths = [
-                str(lake.lake.write_day(asset.name, day, part))
-                for day, part in split_days(table, days).items()
-            ]
-            views = catalog.ensure_views([asset.name])
+            published = lake.publish(asset.name, table, days)
             yield dg.MaterializeResult(
                 asset_key=asset.name,
-                metadata=_metadata(asset, table, fetched, days, paths, client, views.summary),
+                metadata={**published.metadata, **_request_metadata(asset, fetched, client)},
             )
             expected = sorted({_series_id(asset, r) for r, _ in fetched})
-            for outcome in run_checks(asset, paths, expected, closed, settings.interval_ms):
-                key = dg.AssetCheckKey(dg.AssetKey(asset.name), outcome.name)
-                if key in context.selected_asset_check_keys:
-                    yield dg.AssetCheckResult(
-                        asset_key=asset.name,
-                        check_name=outcome.name,
-                        passed=outcome.passed,
-                        description=outcome.summary,
-                        metadata={
-                            k: dg.MetadataValue.text(str(v)) for k, v in outcome.details.items()
-                        },
-                    )
+            selected = {
+                k.name
+                for k in context.selected_asset_check_keys
+                if k.asset_key == dg.AssetKey(asset.name)
+            }
+            yield from lake.check_results(
+                asset.name,
+                days,
+                asset.schema,
+                market_checks(asset, expected, closed, settings.interval_ms),
+                selected,
+            )
 
     return market_data
 
@@ -137,49 +122,11 @@ def _series_id(asset: MarketAsset, request: SeriesRequest) -> tuple[str, ...]:
     return tuple(str(constants[c]) for c in asset.series_key)
 
 
-def _metadata(
-    asset: MarketAsset,
-    table: pa.Table,
-    fetched: list[tuple[SeriesRequest, list[dict]]],
-    days: list[date],
-    paths: list[str],
-    client: CoinGlassClient,
-    catalog_summary: str,
+def _request_metadata(
+    asset: MarketAsset, fetched: list[tuple[SeriesRequest, list[dict]]], client: CoinGlassClient
 ) -> dict[str, Any]:
     endpoint_paths = {e.path for e in asset.endpoints}
-    by_path = client.stats.by_path
-    metadata: dict[str, Any] = {
-        "dagster/row_count": table.num_rows,
+    return {
         "series": len(fetched),
-        "days_written": len(paths),
-        "http_requests": sum(n for p, n in by_path.items() if p in endpoint_paths),
-        "lake_path": dg.MetadataValue.path(str(paths[0]).rsplit("/date=", 1)[0]) if paths else "",
-        "catalog": catalog_summary,
-        "duckdb_query": dg.MetadataValue.md(
-            f"```sql\nSELECT * FROM {asset.name}\n"
-            f"WHERE date BETWEEN '{days[0]}' AND '{days[-1]}'\n```"
-        ),
+        "http_requests": sum(n for p, n in client.stats.by_path.items() if p in endpoint_paths),
     }
-    if table.num_rows:
-        ts = table["ts"]
-        bounds = pc.min_max(ts)
-        metadata["first_bar"] = dg.MetadataValue.timestamp(bounds["min"].as_py())
-        metadata["last_bar"] = dg.MetadataValue.timestamp(bounds["max"].as_py())
-        metadata["preview"] = _preview(asset, table.slice(max(0, table.num_rows - PREVIEW_ROWS)))
-    return metadata
-
-
-def _preview(asset: MarketAsset, table: pa.Table) -> dg.MetadataValue:
-    records = [
-        dg.TableRecord(
-            {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}
-        )
-        for row in table.to_pylist()
-    ]
-    schema = dg.TableSchema(
-        columns=[
-            dg.TableColumn(c.name, "string" if c.name == "ts" else str(c.type))
-            for c in asset.columns
-        ]
-    )
-    return dg.MetadataValue.table(records=records, schema=schema)

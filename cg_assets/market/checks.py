@@ -1,22 +1,23 @@
-"""Quality checks on what a market run actually wrote to the lake.
+"""Quality checks on what a market run wrote to the lake, for the shared read-back runner.
 
-The checks read the Parquet files back (not the in-memory frame the run built), so they catch
-a bad write as well as a bad answer from the API. Each check is DuckDB SQL over the day files,
-with the day taken from the hive path, so "bars inside the partition's day" tests the layout.
+Each check is DuckDB SQL over the view `rows` of the run's days (see
+`cg_assets.storage.checks`), with the day taken from the hive path, so "bars inside the
+partition's day" tests the layout too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 
 import duckdb
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from cg_assets.coinglass.plans import DAY_MS
 from cg_assets.market.series import MarketAsset
+from cg_assets.storage.checks import Check
+from cg_assets.tables import CheckOutcome
 
 CHECKS: dict[str, str] = {
     "schema": "Columns and types match the asset's contract.",
@@ -28,7 +29,7 @@ CHECKS: dict[str, str] = {
 
 DUPLICATES_SQL = """
 SELECT {key}, count(*) AS copies
-FROM bars
+FROM rows
 GROUP BY ALL
 HAVING count(*) > 1
 ORDER BY copies DESC
@@ -37,63 +38,41 @@ LIMIT 5
 
 BAR_COUNTS_SQL = """
 SELECT date, {series}, count(DISTINCT ts) AS bars
-FROM bars
+FROM rows
 WHERE date IN (SELECT unnest($closed_days))
 GROUP BY ALL
 """
 
 OUTSIDE_DAY_SQL = """
 SELECT count(*)
-FROM bars
+FROM rows
 WHERE epoch_ms(ts) < epoch_ms(date::TIMESTAMP)
    OR epoch_ms(ts) >= epoch_ms(date::TIMESTAMP) + $day_ms
 """
 
 
-@dataclass
-class CheckOutcome:
-    name: str
-    passed: bool
-    summary: str
-    details: dict[str, object] = field(default_factory=dict)
-
-
-def run_checks(
+def market_checks(
     asset: MarketAsset,
-    paths: Sequence[str],
     expected_series: Sequence[tuple[str, ...]],
     closed_days: Sequence[date],
     interval_ms: int,
-) -> list[CheckOutcome]:
-    """All market checks over the day files in `paths`."""
-    con = duckdb.connect()
-    try:
-        con.read_parquet(list(paths), hive_partitioning=True).create_view("bars")
-        return [
-            _schema(asset, paths),
-            _unique_key(con, asset),
-            _complete_bars(con, asset, expected_series, closed_days, interval_ms),
-            _value_ranges(con, asset),
-            _bars_in_partition(con),
-        ]
-    finally:
-        con.close()
+) -> dict[str, Check]:
+    """The checks after `schema` (which the runner always does), by name."""
+    return {
+        "unique_key": partial(_unique_key, asset=asset),
+        "complete_bars": partial(
+            _complete_bars,
+            asset=asset,
+            expected_series=expected_series,
+            closed_days=closed_days,
+            interval_ms=interval_ms,
+        ),
+        "value_ranges": partial(_value_ranges, asset=asset),
+        "bars_in_partition": _bars_in_partition,
+    }
 
 
-def _schema(asset: MarketAsset, paths: Sequence[str]) -> CheckOutcome:
-    problems = []
-    for path in paths:
-        actual = pq.read_schema(path)
-        if not actual.equals(asset.schema, check_metadata=False):
-            problems.append(f"{path}: {actual.to_string(show_schema_metadata=False)}")
-    if problems:
-        return CheckOutcome(
-            "schema", False, f"{len(problems)} file(s) differ", {"files": problems[:3]}
-        )
-    return CheckOutcome("schema", True, f"{len(paths)} file(s) match the contract")
-
-
-def _unique_key(con: duckdb.DuckDBPyConnection, asset: MarketAsset) -> CheckOutcome:
+def _unique_key(con: duckdb.DuckDBPyConnection, *, asset: MarketAsset) -> CheckOutcome:
     rows = con.execute(DUPLICATES_SQL.format(key=", ".join(asset.key))).fetchall()
     if rows:
         return CheckOutcome(
@@ -107,6 +86,7 @@ def _unique_key(con: duckdb.DuckDBPyConnection, asset: MarketAsset) -> CheckOutc
 
 def _complete_bars(
     con: duckdb.DuckDBPyConnection,
+    *,
     asset: MarketAsset,
     expected_series: Sequence[tuple[str, ...]],
     closed_days: Sequence[date],
@@ -142,7 +122,7 @@ def _complete_bars(
     )
 
 
-def _value_ranges(con: duckdb.DuckDBPyConnection, asset: MarketAsset) -> CheckOutcome:
+def _value_ranges(con: duckdb.DuckDBPyConnection, *, asset: MarketAsset) -> CheckOutcome:
     numeric = [c.name for c in asset.columns if pa.types.is_floating(c.type)]
     conditions = {f"{c} is null or NaN": f"{c} IS NULL OR isnan({c})" for c in numeric}
     for column, (low, high, low_inclusive) in asset.ranges.items():
@@ -155,7 +135,7 @@ def _value_ranges(con: duckdb.DuckDBPyConnection, asset: MarketAsset) -> CheckOu
     if not conditions:
         return CheckOutcome("value_ranges", True, "no numeric bounds for this asset")
     select = ", ".join(f"count(*) FILTER (WHERE {sql})" for sql in conditions.values())
-    counts = con.execute(f"SELECT {select} FROM bars").fetchone() or ()
+    counts = con.execute(f"SELECT {select} FROM rows").fetchone() or ()
     violations = {label: n for label, n in zip(conditions, counts, strict=True) if n}
     if violations:
         return CheckOutcome("value_ranges", False, f"out-of-range values: {violations}", violations)

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from cg_assets.market.series import Endpoint, MarketAsset, Scope
 
@@ -126,19 +125,6 @@ def _numbers(request: SeriesRequest, rows: list[dict], field: str) -> list[float
             )
         values.append(float(value))
     return values
-
-
-def split_days(table: pa.Table, days: Sequence[date]) -> Mapping[date, pa.Table]:
-    """One table per UTC day in `days` (empty tables for days without bars), sorted by key."""
-    day_index = pc.cast(
-        pc.floor(pc.divide(pc.cast(table["ts"], pa.int64()), 86_400_000.0)), pa.int64()
-    )
-    result: dict[date, pa.Table] = {}
-    epoch = date(1970, 1, 1)
-    for day in days:
-        mask = pc.equal(day_index, (day - epoch).days)
-        result[day] = table.filter(mask)
-    return result
 
 
 def fetch_by_asset(

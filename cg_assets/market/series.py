@@ -13,6 +13,8 @@ from enum import StrEnum
 
 import pyarrow as pa
 
+from cg_assets.tables import Column, schema_of
+
 
 class Scope(StrEnum):
     PAIR = "pair"  # `exchange` + `symbol` = the exchange's instrument id
@@ -27,13 +29,6 @@ class Endpoint:
     fields: dict[str, str]  # API field -> column
     constants: dict[str, str] = field(default_factory=dict)  # e.g. {"scope": "top_account"}
     params: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type: pa.DataType
-    description: str
 
 
 @dataclass(frozen=True)
@@ -52,7 +47,7 @@ class MarketAsset:
 
     @property
     def schema(self) -> pa.Schema:
-        return pa.schema([pa.field(c.name, c.type) for c in self.columns])
+        return schema_of(self.columns)
 
 
 TS = Column("ts", pa.timestamp("ms", tz="UTC"), "Bar start, UTC")

@@ -1,21 +1,192 @@
-"""The lake (Parquet, the record) and its DuckDB catalog as one Dagster resource."""
+"""The lake (Parquet, the record) and its DuckDB catalog as Dagster resources.
+
+DuckDB connections come from dagster-duckdb's `DuckDBResource`: an in-memory one for the
+computing assets do over lake views (`duckdb`), and one for the warehouse file holding the
+catalog's views (`warehouse`). Only the catalog opens the warehouse, and only when a view is
+missing, so runs never queue behind the file's single writer.
+"""
 
 from __future__ import annotations
 
-import dagster as dg
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
 
-from cg_assets.storage import Catalog, Lake
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+from dagster_duckdb import DuckDBResource
+from pydantic import PrivateAttr
+
+from cg_assets.storage import Catalog, CatalogStatus, Lake
+from cg_assets.storage.catalog import warehouse_path
+from cg_assets.storage.checks import Check, run_checks
+from cg_assets.tables import CheckOutcome, check_results, split_days
+
+PREVIEW_ROWS = 8
+# (stored rows of the day or None, the new rows) -> the day to store, or None if unchanged.
+Merge = Callable[[pa.Table | None, pa.Table], pa.Table | None]
+
+
+@dataclass(frozen=True)
+class Published:
+    """What `LakeResource.publish` wrote, and the standard metadata describing it."""
+
+    files: dict[date, str]
+    catalog: CatalogStatus
+    metadata: dict[str, Any]
 
 
 class LakeResource(dg.ConfigurableResource):
-    """Where assets write their days and where the catalog of views lives (CG_DATA_DIR)."""
+    """Where assets write their days and where the catalog of views lives (CG_DATA_DIR).
+
+    One `Lake` and one `Catalog` per run (made in setup): the catalog remembers a deferred
+    (locked) write, so later assets of the run defer at once instead of waiting again.
+    """
 
     data_dir: str
+    warehouse: DuckDBResource
+    duckdb: DuckDBResource
+    # How long a run waits for a user's session to release warehouse.duckdb before deferring.
+    catalog_timeout_s: float = 10.0
+
+    _lake: Lake | None = PrivateAttr(default=None)
+    _catalog: Catalog | None = PrivateAttr(default=None)
+
+    @classmethod
+    def at(cls, data_dir: Path | str, **kwargs: Any) -> LakeResource:
+        """The lake of `data_dir` with its warehouse file and in-memory DuckDB connections."""
+        return cls(
+            data_dir=str(data_dir),
+            warehouse=DuckDBResource(database=str(warehouse_path(Path(data_dir)))),
+            duckdb=DuckDBResource(database=":memory:"),
+            **kwargs,
+        )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._lake = Lake(self.data_dir)
+        self._catalog = self._new_catalog()
 
     @property
     def lake(self) -> Lake:
-        return Lake(self.data_dir)
+        if self._lake is None:
+            self._lake = Lake(self.data_dir)
+        return self._lake
 
     @property
     def catalog(self) -> Catalog:
-        return Catalog(self.lake)
+        if self._catalog is None:
+            self._catalog = self._new_catalog()
+        return self._catalog
+
+    def _new_catalog(self) -> Catalog:
+        return Catalog(self.lake, self.warehouse.get_connection, self.catalog_timeout_s)
+
+    def connect(self) -> Any:
+        """An in-memory DuckDB connection (a context manager) for work over lake views."""
+        return self.duckdb.get_connection()
+
+    def publish(
+        self,
+        asset: str,
+        table: pa.Table,
+        days: Sequence[date],
+        split_on: str | None = "ts",
+        merge: Merge | None = None,
+    ) -> Published:
+        """Write `table` as the days `days` of `asset`, refresh the catalog, describe it.
+
+        Rows are split by the UTC day of `split_on`; every day in `days` is replaced, an empty
+        one too (a re-run that finds nothing must not leave stale rows). With `split_on=None`
+        the whole table is one day (a snapshot filed under the day it was taken). With `merge`,
+        each day is read, merged with its new rows and written back under the day's lock (for
+        assets that append); `merge` returns None when the day is unchanged. The metadata
+        describes the days as stored.
+        """
+        if split_on is None:
+            [day] = days
+            parts = {day: table}
+        else:
+            parts = split_days(table, days, split_on)
+        files: dict[date, str] = {}
+        stored: list[pa.Table] = []
+        for day, part in parts.items():
+            if merge is None:
+                files[day] = self.lake.write_day(asset, day, part)
+                stored.append(part)
+                continue
+            with self.lake.lock(asset, day):
+                existing = self.lake.read_days(asset, [day])
+                merged = merge(existing, part)
+                if merged is not None:
+                    files[day] = self.lake.write_day(asset, day, merged)
+                final = merged if merged is not None else existing
+                if final is not None:
+                    stored.append(final.select(table.schema.names).cast(table.schema))
+        status = self.catalog.ensure_views([asset])
+        whole = pa.concat_tables(stored) if stored else table
+        return Published(files, status, _metadata(asset, whole, days, status, self.lake))
+
+    def checks(
+        self,
+        asset: str,
+        days: Sequence[date],
+        schema: pa.Schema,
+        checks: Mapping[str, Check],
+    ) -> list[CheckOutcome]:
+        """The read-back checks of `days` (see `cg_assets.storage.checks`)."""
+        with self.connect() as con:
+            return run_checks(con, self.lake, asset, days, schema, checks)
+
+    def check_results(
+        self,
+        asset: str,
+        days: Sequence[date],
+        schema: pa.Schema,
+        checks: Mapping[str, Check],
+        selected: Iterable[str] | None = None,
+    ) -> Iterator[dg.AssetCheckResult]:
+        outcomes = self.checks(asset, days, schema, checks)
+        wanted = None if selected is None else dict.fromkeys(selected, True)
+        yield from check_results(outcomes, asset_key=asset, selected=wanted)
+
+
+def _metadata(
+    asset: str, table: pa.Table, days: Sequence[date], status: CatalogStatus, lake: Lake
+) -> dict[str, Any]:
+    first, last = min(days), max(days)
+    metadata: dict[str, Any] = {
+        "dagster/row_count": table.num_rows,
+        "days_written": len(days),
+        "lake_path": dg.MetadataValue.path(lake.location(asset)),
+        "catalog": status.summary,
+        "duckdb_query": dg.MetadataValue.md(
+            f"```sql\nSELECT * FROM {asset}\nWHERE date BETWEEN '{first}' AND '{last}'\n```"
+        ),
+    }
+    if table.num_rows and "ts" in table.column_names:
+        bounds = pc.min_max(table["ts"])
+        metadata["first_ts"] = dg.MetadataValue.timestamp(bounds["min"].as_py())
+        metadata["last_ts"] = dg.MetadataValue.timestamp(bounds["max"].as_py())
+    if table.num_rows:
+        metadata["preview"] = preview(table.slice(max(0, table.num_rows - PREVIEW_ROWS)))
+    return metadata
+
+
+def preview(table: pa.Table) -> dg.MetadataValue:
+    """The rows as a table in the UI; timestamps as ISO text, so they read as they are stored."""
+    records = [
+        dg.TableRecord(
+            {k: (v.isoformat() if isinstance(v, datetime | date) else v) for k, v in row.items()}
+        )
+        for row in table.to_pylist()
+    ]
+    schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn(f.name, "string" if pa.types.is_temporal(f.type) else str(f.type))
+            for f in table.schema
+        ]
+    )
+    return dg.MetadataValue.table(records=records, schema=schema)

@@ -17,13 +17,12 @@ import duckdb
 import pyarrow as pa
 from pydantic import Field
 
-from cg_assets.market.assets import column_schema
-from cg_assets.market.fetch import split_days
-from cg_assets.market.series import SYMBOL, TS, Column
+from cg_assets.heatmaps.composite import ASSET as HEATMAP
+from cg_assets.heatmaps.composite import SCHEMA as HEATMAP_SCHEMA
+from cg_assets.market.series import SYMBOL, TS
 from cg_assets.partitions import daily_partitions, days_between
 from cg_assets.resources import LakeResource
 from cg_assets.settings import Settings
-from cg_assets.signals.checks import SCHEMA_CHECK, check_results
 from cg_assets.signals.percentiles import Percentiles, rolling_percentiles
 from cg_assets.signals.preview import markdown_table
 from cg_assets.signals.rules import (
@@ -40,9 +39,11 @@ from cg_assets.signals.rules import (
 from cg_assets.signals.snapshot import ASSET as SNAPSHOT
 from cg_assets.signals.snapshot import GROUP, HOUR_MS, MAX_INPUT_AGE_BARS
 from cg_assets.storage import Lake
+from cg_assets.storage.checks import SCHEMA_CHECK
+from cg_assets.tables import Column, column_schema, schema_of
 
 ASSET = "signals"
-HEATMAP = "composite_heatmap"
+
 PREVIEW_ROWS = 12
 PREVIEW = ("ts", "symbol", "level", "rule", "title")
 
@@ -55,7 +56,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("evidence", pa.string(), "JSON object: the values, cuts and their basis"),
     Column("signal_id", pa.string(), "Hash of (ts, symbol, rule): stable across re-runs"),
 )
-SCHEMA = pa.schema([pa.field(c.name, c.type) for c in COLUMNS])
+SCHEMA = schema_of(COLUMNS)
 SHARES_IN_EVIDENCE = ("retail_long_pct", "top_account_long_pct", "taker_buy_share_pct")
 
 CHECKS: dict[str, str] = {
@@ -184,7 +185,12 @@ class EngineRun:
 
 
 def run_engine(
-    lake: Lake, days: Sequence[date], t: Thresholds, interval_ms: int, window_label: str
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    days: Sequence[date],
+    t: Thresholds,
+    interval_ms: int,
+    window_label: str,
 ) -> EngineRun:
     """Evaluate the snapshot rows of `days` against the rules."""
     first = datetime.combine(days[0], datetime.min.time(), UTC)
@@ -196,19 +202,15 @@ def run_engine(
     run = EngineRun(snapshots=len(targets))
     if not targets:
         return run
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        adaptive = (
-            rolling_percentiles(
-                con, metric_table(history), timedelta(days=t.adaptive_window_days), first
-            )
-            if t.adaptive
-            else {}
+    con.execute("SET TimeZone = 'UTC'")
+    adaptive = (
+        rolling_percentiles(
+            con, metric_table(history), timedelta(days=t.adaptive_window_days), first
         )
-        zones, run.heatmap = _zones(con, lake, days, targets, interval_ms)
-    finally:
-        con.close()
+        if t.adaptive
+        else {}
+    )
+    zones, run.heatmap = _zones(con, lake, days, targets, interval_ms)
     no_zones = run.heatmap if zones is None else "no composite_heatmap window near the bar"
     recent: dict[str, list[Signal]] = defaultdict(list)
     for snap in targets:
@@ -253,10 +255,8 @@ def _zones(
 ) -> tuple[dict[tuple[datetime, str], list[Zone]] | None, str]:
     if not lake.has_data(HEATMAP):
         return None, f"{HEATMAP} is not in the lake yet (heatmap_zone skipped)"
-    paths = lake.existing_paths(HEATMAP, [days[0] - timedelta(days=1), *days])
-    if not paths:
+    if not lake.attach(con, HEATMAP, [days[0] - timedelta(days=1), *days], HEATMAP_SCHEMA):
         return None, f"{HEATMAP} has no rows for {days[0]}..{days[-1]} (heatmap_zone skipped)"
-    con.read_parquet(paths, union_by_name=True).create_view(HEATMAP)
     keys = pa.table(
         {
             "ts": pa.array([s.ts for s in targets], pa.timestamp("ms", tz="UTC")),
@@ -311,26 +311,23 @@ def build_signals_asset(settings: Settings) -> dg.AssetsDefinition:
         t = config.thresholds()
         window = context.partition_time_window
         days = days_between(window.start, window.end)
-        run = run_engine(lake.lake, days, t, settings.interval_ms, window_label)
+        with lake.connect() as con:
+            run = run_engine(con, lake.lake, days, t, settings.interval_ms, window_label)
         if not run.snapshots:
             context.log.warning(
                 f"no {SNAPSHOT} rows for {days[0]}..{days[-1]}: materialize {SNAPSHOT} first"
             )
         if run.heatmap:
             context.log.info(run.heatmap)
-        table = signals_table(run.signals)
-        paths = [
-            str(lake.lake.write_day(ASSET, day, part))
-            for day, part in split_days(table, days).items()
-        ]
-        views = lake.catalog.ensure_views([ASSET])
-        yield dg.MaterializeResult(metadata=_metadata(run, t, views.summary))
-        yield from check_results(paths, SCHEMA, CHECK_SQL)
+        published = lake.publish(ASSET, signals_table(run.signals), days)
+        yield dg.MaterializeResult(metadata={**published.metadata, **_metadata(run, t)})
+        yield from lake.check_results(ASSET, days, SCHEMA, CHECK_SQL)
 
     return signals
 
 
-def _metadata(run: EngineRun, t: Thresholds, catalog_summary: str) -> dict[str, Any]:
+def _metadata(run: EngineRun, t: Thresholds) -> dict[str, Any]:
+    """What the signals add to the lake's standard metadata (the preview shows titles)."""
     by_level = Counter(str(s.level) for s in run.signals)
     by_rule = Counter(str(s.rule) for s in run.signals)
     skipped = {
@@ -340,7 +337,6 @@ def _metadata(run: EngineRun, t: Thresholds, catalog_summary: str) -> dict[str, 
     latest = sorted(run.signals, key=lambda s: (s.ts, s.level.rank))[-PREVIEW_ROWS:]
     rows = [{**s.to_row(), "ts": s.ts} for s in reversed(latest)]
     return {
-        "dagster/row_count": len(run.signals),
         "snapshots_evaluated": run.snapshots,
         **{f"signals_{lv.lower()}": by_level.get(str(lv), 0) for lv in LEVELS},
         "signals_by_rule": dg.MetadataValue.json(dict(sorted(by_rule.items()))),
@@ -348,6 +344,5 @@ def _metadata(run: EngineRun, t: Thresholds, catalog_summary: str) -> dict[str, 
         "heatmap": run.heatmap or "no snapshots evaluated",
         "history_samples": dg.MetadataValue.json(run.history_samples),
         "thresholds": dg.MetadataValue.json(asdict(t)),
-        "catalog": catalog_summary,
         "preview": dg.MetadataValue.md(markdown_table(rows, PREVIEW)),
     }

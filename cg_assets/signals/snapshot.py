@@ -29,20 +29,18 @@ from typing import Any
 import dagster as dg
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
 from cg_assets.coinglass import CoinGlassError
 from cg_assets.coinglass.plans import DAY_MS
-from cg_assets.market.assets import column_schema
-from cg_assets.market.fetch import split_days
-from cg_assets.market.series import MARKET_ASSETS_BY_NAME, SYMBOL, TS, Column
+from cg_assets.market.series import MARKET_ASSETS_BY_NAME, SYMBOL, TS
 from cg_assets.partitions import closed_bars_end, daily_partitions, days_between, to_ms
 from cg_assets.resources import CoinGlassResource, LakeResource
 from cg_assets.settings import Settings
-from cg_assets.signals.checks import SCHEMA_CHECK, check_results
 from cg_assets.signals.preview import markdown_table
 from cg_assets.storage import Lake
+from cg_assets.storage.checks import SCHEMA_CHECK
+from cg_assets.tables import Column, column_schema, schema_of
 
 ASSET = "market_snapshot"
 GROUP = "signals"
@@ -85,7 +83,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("data_ts", pa.timestamp("ms", tz="UTC"), "Start of the newest input bar used, UTC"),
     Column("missing", pa.string(), "JSON object: a reason for every null field"),
 )
-SCHEMA = pa.schema([pa.field(c.name, c.type) for c in COLUMNS])
+SCHEMA = schema_of(COLUMNS)
 NULLABLE = tuple(c.name for c in COLUMNS if c.type == pa.float64())
 PERCENT_SHARES = (
     "retail_long_pct",
@@ -335,41 +333,36 @@ class SnapshotQuery:
 
 
 def compute_snapshot(
-    lake: Lake, query: SnapshotQuery, funding_hours: Mapping[tuple[str, str], float]
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    query: SnapshotQuery,
+    funding_hours: Mapping[tuple[str, str], float],
 ) -> pa.Table:
     """The snapshot rows for the bars in [start, end), read from the lake; typed as SCHEMA."""
     interval = timedelta(milliseconds=query.interval_ms)
     first_day = (query.start - timedelta(days=lookback_days(query.interval_ms))).date()
     days = days_between(datetime.combine(first_day, datetime.min.time(), UTC), query.end)
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        for name in INPUTS:
-            paths = lake.existing_paths(name, days)
-            if paths:
-                con.read_parquet(paths, union_by_name=True).create_view(name)
-            else:
-                con.from_arrow(MARKET_ASSETS_BY_NAME[name].schema.empty_table()).create_view(name)
-        con.register("funding_intervals", _funding_table(funding_hours))
-        n_hour = hour_bars(query.interval_ms)
-        table = con.sql(
-            SNAPSHOT_SQL,
-            params={
-                "start": query.start,
-                "end": query.end,
-                "interval": interval,
-                "symbols": list(query.symbols),
-                "exchanges": list(query.exchanges),
-                "hour": interval * n_hour,
-                "hour_before": interval * (n_hour - 1),
-                "hour_bars": n_hour,
-                "bars_24": interval * 24,
-                "max_age": interval * MAX_INPUT_AGE_BARS,
-                "within": f"at the bar or up to {MAX_INPUT_AGE_BARS} bars before",
-            },
-        ).to_arrow_table()
-    finally:
-        con.close()
+    con.execute("SET TimeZone = 'UTC'")
+    for name in INPUTS:
+        lake.attach(con, name, days, MARKET_ASSETS_BY_NAME[name].schema)
+    con.register("funding_intervals", _funding_table(funding_hours))
+    n_hour = hour_bars(query.interval_ms)
+    table = con.sql(
+        SNAPSHOT_SQL,
+        params={
+            "start": query.start,
+            "end": query.end,
+            "interval": interval,
+            "symbols": list(query.symbols),
+            "exchanges": list(query.exchanges),
+            "hour": interval * n_hour,
+            "hour_before": interval * (n_hour - 1),
+            "hour_bars": n_hour,
+            "bars_24": interval * 24,
+            "max_age": interval * MAX_INPUT_AGE_BARS,
+            "within": f"at the bar or up to {MAX_INPUT_AGE_BARS} bars before",
+        },
+    ).to_arrow_table()
     return table.cast(SCHEMA)
 
 
@@ -472,14 +465,13 @@ def build_snapshot_asset(settings: Settings) -> dg.AssetsDefinition:
             window.start,
             max(window.start, datetime.fromtimestamp(end_ms / 1000, UTC)),
         )
-        table = compute_snapshot(lake.lake, query, hours)
-        paths = [
-            str(lake.lake.write_day(ASSET, day, part))
-            for day, part in split_days(table, days).items()
-        ]
-        views = lake.catalog.ensure_views([ASSET])
-        yield dg.MaterializeResult(metadata=_metadata(table, hours, source, views.summary))
-        yield from check_results(paths, SCHEMA, CHECK_SQL)
+        with lake.connect() as con:
+            table = compute_snapshot(con, lake.lake, query, hours)
+        published = lake.publish(ASSET, table, days)
+        yield dg.MaterializeResult(
+            metadata={**published.metadata, **_metadata(table, hours, source)}
+        )
+        yield from lake.check_results(ASSET, days, SCHEMA, CHECK_SQL)
 
     return market_snapshot
 
@@ -516,23 +508,19 @@ def _intervals(
 
 
 def _metadata(
-    table: pa.Table,
-    hours: Mapping[tuple[str, str], float],
-    source: str,
-    catalog_summary: str,
+    table: pa.Table, hours: Mapping[tuple[str, str], float], source: str
 ) -> dict[str, Any]:
+    """What the snapshot adds to the lake's standard metadata (its preview replaces the lake's:
+    the columns a trader reads first)."""
     nulls = {name: table[name].null_count for name in NULLABLE if table[name].null_count}
     metadata: dict[str, Any] = {
-        "dagster/row_count": table.num_rows,
         "null_fields": dg.MetadataValue.json(nulls),
         "funding_intervals_h": dg.MetadataValue.json(
             {f"{e}:{s}": h for (s, e), h in hours.items()}
         ),
         "funding_intervals_source": source,
-        "catalog": catalog_summary,
     }
     if table.num_rows:
-        metadata["last_bar"] = dg.MetadataValue.timestamp(pc.max(table["ts"]).as_py())
         rows = sorted(table.select(PREVIEW).to_pylist(), key=lambda r: (r["ts"], r["symbol"]))
         metadata["preview"] = dg.MetadataValue.md(markdown_table(rows[-PREVIEW_ROWS:], PREVIEW))
     return metadata

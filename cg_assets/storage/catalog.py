@@ -7,6 +7,11 @@ appears or its location changes. A small state file remembers the view definitio
 written; in steady state runs never open the catalog at all. When a write is needed and the file
 is locked, the write is deferred (the Parquet record is already complete) and the next run, or
 `python -m cg_assets.storage.catalog`, finishes it.
+
+The connection itself comes from the caller (in a run: dagster-duckdb's `DuckDBResource`
+for the warehouse file). That resource retries a locked file for about 100 s, so the catalog
+first probes the file with a short bounded wait and defers instead when a user's session holds
+it: a run never waits on the catalog.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 from filelock import FileLock, Timeout
@@ -25,9 +32,7 @@ from cg_assets.storage.lake import Lake
 
 log = logging.getLogger(__name__)
 
-VIEW_SQL = """\
-CREATE OR REPLACE VIEW "{name}" AS
-SELECT * FROM read_parquet('{glob}', hive_partitioning = true, union_by_name = true)"""
+Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 
 
 @dataclass
@@ -46,10 +51,17 @@ class CatalogStatus:
         return "views up to date"
 
 
+def warehouse_path(data_dir: Path) -> Path:
+    return Path(data_dir).resolve() / "warehouse.duckdb"
+
+
 class Catalog:
-    def __init__(self, lake: Lake, connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, lake: Lake, connect: Connect | None = None, connect_timeout_s: float = 10.0
+    ) -> None:
         self.lake = lake
-        self.path = lake.data_dir / "warehouse.duckdb"
+        self.path = warehouse_path(lake.data_dir)
+        self._connect = connect or self._plain_connect
         self.connect_timeout_s = connect_timeout_s
         self._state_path = lake.data_dir / ".catalog_state.json"
         self._lock = FileLock(str(self.path) + ".lock")
@@ -58,7 +70,7 @@ class Catalog:
         self._deferred_reason = ""
 
     def view_sql(self, asset: str) -> str:
-        return VIEW_SQL.format(name=asset, glob=self.lake.glob(asset).replace("'", "''"))
+        return self.lake.view_sql(asset, asset)
 
     def ensure_views(self, assets: Iterable[str]) -> CatalogStatus:
         """Create the views that are missing or stale; never raise on a lock."""
@@ -84,29 +96,36 @@ class Catalog:
         return status
 
     def _write_views(self, todo: dict[str, str]) -> None:
-        con = self._connect_rw()
-        try:
+        self._probe()
+        with self._connect() as con:
             for sql in todo.values():
                 con.execute(sql)
-        finally:
-            con.close()
         state = self._read_state()
         state.setdefault("views", {}).update(todo)
         state["catalog_inode"] = os.stat(self.path).st_ino
         self._write_state(state)
 
-    def _connect_rw(self) -> duckdb.DuckDBPyConnection:
-        """Open read-write, retrying briefly while another process (a user's session) holds it."""
+    def _probe(self) -> None:
+        """Raise IOException unless the file can be opened read-write within the timeout."""
         deadline = time.monotonic() + self.connect_timeout_s
         delay = 0.05
         while True:
             try:
-                return duckdb.connect(str(self.path))
+                duckdb.connect(str(self.path)).close()
+                return
             except duckdb.IOException:
                 if time.monotonic() + delay > deadline:
                     raise
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    @contextmanager
+    def _plain_connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        con = duckdb.connect(str(self.path))
+        try:
+            yield con
+        finally:
+            con.close()
 
     def _read_state(self) -> dict:
         """The views already written, forgotten when the catalog file was removed or replaced."""
@@ -142,8 +161,7 @@ def main() -> None:
     from cg_assets.settings import Settings
 
     lake = Lake(Settings.from_env().data_dir)
-    assets = sorted(p.name for p in lake.root.iterdir() if p.is_dir()) if lake.root.exists() else []
-    print(Catalog(lake, connect_timeout_s=30.0).ensure_views(assets).summary)
+    print(Catalog(lake, connect_timeout_s=30.0).ensure_views(lake.assets()).summary)
 
 
 if __name__ == "__main__":

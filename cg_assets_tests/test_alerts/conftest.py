@@ -156,7 +156,7 @@ def run_alerts(
 ) -> dg.ExecuteInProcessResult:
     return dg.materialize(
         [build_alert_assets(settings, clock)],
-        resources={"telegram": telegram, "lake": LakeResource(data_dir=str(settings.data_dir))},
+        resources={"telegram": telegram, "lake": LakeResource.at(settings.data_dir)},
         instance=instance,
         raise_on_error=False,
     )

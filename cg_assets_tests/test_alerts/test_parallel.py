@@ -39,7 +39,7 @@ sys.stdin.readline()  # the test releases both processes at once
 with dg.instance_for_test() as instance:
     result = dg.materialize(
         [build_alert_assets(settings)],
-        resources={"telegram": telegram, "lake": LakeResource(data_dir=str(settings.data_dir))},
+        resources={"telegram": telegram, "lake": LakeResource.at(settings.data_dir)},
         instance=instance,
     )
 meta = result.get_asset_materialization_events()[0].materialization.metadata

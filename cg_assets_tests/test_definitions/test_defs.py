@@ -49,6 +49,7 @@ LINEAGE = {
     "liquidation_alerts": ("alerts", {"liquidation_orders"}),
 }
 DOMAIN_CHECKS = {
+    ("liquidation_orders", "schema"),
     ("liquidation_orders", "unique_event_id"),
     ("liquidation_orders", "valid_values"),
     ("liquidation_orders", "sidecar_fresh"),

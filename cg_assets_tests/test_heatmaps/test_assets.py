@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -105,7 +106,7 @@ def test_liquidation_heatmap_end_to_end(settings: Settings):
 
     png = picture(metadata, f"{HEATMAP} {day}")
     assert len(png) <= MAX_PNG_BYTES
-    on_disk = lake.partition_path(HEATMAP, day).with_name("heatmap.png")
+    on_disk = Path(lake.file(HEATMAP, day, "heatmap.png"))
     assert on_disk.read_bytes() == png
     image = Image.open(io.BytesIO(png))
     assert len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)) > 20

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -133,7 +134,13 @@ def composite_lake(tmp_path: Path) -> Lake:
 def test_composite_on_a_hand_worked_market(composite_lake: Lake):
     config = CompositeHeatmapConfig(step_minutes=60)
     table = compute_composite(
-        composite_lake, [DAY], ("BTC", "ETH"), config, HOUR, now_ms=day_start_ms(DAY) + 10 * HOUR
+        duckdb.connect(),
+        composite_lake,
+        [DAY],
+        ("BTC", "ETH"),
+        config,
+        HOUR,
+        now_ms=day_start_ms(DAY) + 10 * HOUR,
     )
     window = {r["bucket"]: r for r in table.to_pylist() if r["ts"].timestamp() * 1000 == T0 + HOUR}
     assert sorted(window) == [-4, -3, -2, -1, 0, 1, 2]
@@ -161,6 +168,7 @@ def test_composite_on_a_hand_worked_market(composite_lake: Lake):
 
 def test_windows_never_run_on_a_stale_price(composite_lake: Lake):
     table = compute_composite(
+        duckdb.connect(),
         composite_lake,
         [DAY],
         ("BTC",),
@@ -177,7 +185,13 @@ def test_composite_without_liquidations_has_no_nan(tmp_path: Path):
     lake = Lake(tmp_path)
     lake.write_day("price_ohlc", DAY, prices_table([(T0, "BTC", "Binance", 100.0, 100.6, 99.4)]))
     table = compute_composite(
-        lake, [DAY], ("BTC",), CompositeHeatmapConfig(step_minutes=60), HOUR, T0 + 2 * HOUR
+        duckdb.connect(),
+        lake,
+        [DAY],
+        ("BTC",),
+        CompositeHeatmapConfig(step_minutes=60),
+        HOUR,
+        T0 + 2 * HOUR,
     )
     assert table.num_rows == 6
     for column in ("liq_norm", "oi_norm", "swing", "score"):

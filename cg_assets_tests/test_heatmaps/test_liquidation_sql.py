@@ -7,6 +7,7 @@ from collections import defaultdict
 from datetime import date, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
@@ -28,7 +29,8 @@ T0 = day_start_ms(DAY)
 
 
 def run(lake: Lake, bucket_minutes: int = 1, grid: float = 0.0025, day: date = DAY):
-    con = open_inputs(lake, [day], HOUR)
+    con = duckdb.connect()
+    open_inputs(con, lake, [day], HOUR)
     try:
         rows = heatmap_cells(
             con,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -157,7 +158,7 @@ def test_materializes_on_professional(settings: Settings):
     assert stored.num_rows == metadata["dagster/row_count"].value > 0
     assert set(stored["symbol"].to_pylist()) == {"BTC", "ETH"}
     assert set(stored["range"].to_pylist()) == {"12h"}
-    assert (Lake(settings.data_dir).partition_path(ASSET, today).parent / "heatmap.png").exists()
+    assert Path(Lake(settings.data_dir).file(ASSET, today, "heatmap.png")).exists()
 
 
 def test_skipped_not_failed_below_professional(env: dict[str, str]):

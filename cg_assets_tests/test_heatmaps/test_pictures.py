@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ from cg_assets.heatmaps.pictures import (
     picture_size,
     rasterize,
     render_png,
-    write_png,
 )
 
 MINUTE = 60_000
@@ -95,14 +93,6 @@ def test_markdown_embeds_the_png_as_a_data_uri():
     assert text.startswith(prefix)
     assert text.endswith(")")
     assert base64.b64decode(text[len(prefix) : -1]) == png
-
-
-def test_write_png_replaces_atomically(tmp_path: Path):
-    path = tmp_path / "date=2026-03-02" / "heatmap.png"
-    write_png(path, b"old")
-    write_png(path, b"\x89PNG new")
-    assert path.read_bytes() == b"\x89PNG new"
-    assert [p.name for p in path.parent.iterdir()] == ["heatmap.png"]
 
 
 @pytest.mark.parametrize("score", [True, False])

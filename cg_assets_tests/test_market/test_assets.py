@@ -147,7 +147,7 @@ def test_checks_pass_and_metadata_describes_the_data(settings, instance):
     assert meta["series"].value == 12
     assert meta["http_requests"].value == 12
     assert len(meta["preview"].value.records) == 8
-    assert meta["first_bar"].value == day_start_ms(date.fromisoformat(day)) / 1000
+    assert meta["first_ts"].value == day_start_ms(date.fromisoformat(day)) / 1000
 
 
 def test_views_in_the_catalog_match_the_lake(settings, instance):
@@ -200,7 +200,7 @@ def test_partition_older_than_plan_history_fails_with_the_reason(env, instance):
     [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     text = failure.step_failure_data.error.to_string()
     assert "Professional plan's 12-day history at interval 1m" in text
-    assert not Lake(settings.data_dir).asset_dir("price_ohlc").exists()
+    assert Lake(settings.data_dir).days("price_ohlc") == []
 
 
 def test_bad_payload_fails_the_run_and_keeps_stored_days(settings, sim, instance):

@@ -5,9 +5,11 @@ import pyarrow as pa
 import pytest
 
 from cg_assets.coinglass.plans import HOUR_MS
-from cg_assets.market.checks import run_checks
+from cg_assets.market.checks import market_checks
 from cg_assets.market.series import MARKET_ASSETS_BY_NAME
+from cg_assets.resources import LakeResource
 from cg_assets.storage import Lake
+from cg_assets.tables import CheckOutcome
 
 ASSET = MARKET_ASSETS_BY_NAME["open_interest_ohlc"]
 DAY = date(2026, 3, 1)
@@ -33,9 +35,16 @@ def day_table(
     )
 
 
+def read_back(
+    tmp_path: Path, series: list[tuple[str, ...]], closed: list[date]
+) -> list[CheckOutcome]:
+    checks = market_checks(ASSET, series, closed, HOUR_MS)
+    return LakeResource.at(tmp_path).checks(ASSET.name, [DAY], ASSET.schema, checks)
+
+
 def outcomes(tmp_path: Path, table: pa.Table, closed: list[date] | None = None) -> dict[str, bool]:
-    path = str(Lake(tmp_path).write_day(ASSET.name, DAY, table))
-    results = run_checks(ASSET, [path], [("BTC",)], [DAY] if closed is None else closed, HOUR_MS)
+    Lake(tmp_path).write_day(ASSET.name, DAY, table)
+    results = read_back(tmp_path, [("BTC",)], [DAY] if closed is None else closed)
     return {o.name: o.passed for o in results}
 
 
@@ -49,11 +58,9 @@ def test_missing_bar_fails_completeness_only_for_closed_days(tmp_path: Path):
 
 
 def test_missing_series_fails_completeness(tmp_path: Path):
-    path = str(Lake(tmp_path).write_day(ASSET.name, DAY, day_table(range(24))))
+    Lake(tmp_path).write_day(ASSET.name, DAY, day_table(range(24)))
     [complete] = [
-        o
-        for o in run_checks(ASSET, [path], [("BTC",), ("ETH",)], [DAY], HOUR_MS)
-        if o.name == "complete_bars"
+        o for o in read_back(tmp_path, [("BTC",), ("ETH",)], [DAY]) if o.name == "complete_bars"
     ]
     assert not complete.passed
     assert "2026-03-01 ETH: 0 of 24" in complete.details["incomplete"]

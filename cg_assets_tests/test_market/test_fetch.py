@@ -10,9 +10,9 @@ from cg_assets.market.fetch import (
     minimum_requests,
     plan_requests,
     rows_to_table,
-    split_days,
 )
 from cg_assets.market.series import MARKET_ASSETS, MARKET_ASSETS_BY_NAME, Scope
+from cg_assets.tables import split_days
 
 T0 = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000)
 

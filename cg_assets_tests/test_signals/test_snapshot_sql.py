@@ -7,6 +7,7 @@ from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pytest
 
@@ -129,7 +130,7 @@ def lake(tmp_path: Path) -> Lake:
 def run(lake: Lake, hours: dict[tuple[str, str], float] | None = None) -> dict[datetime, dict]:
     query = SnapshotQuery(("BTC", "ETH"), ("Binance", "Hyper"), HOUR_MS, at(0), at(8))
     intervals = hours if hours is not None else {("BTC", "Binance"): 8.0, ("BTC", "Hyper"): 1.0}
-    table = compute_snapshot(lake, query, intervals)
+    table = compute_snapshot(duckdb.connect(), lake, query, intervals)
     assert table.schema == SCHEMA
     rows = table.to_pylist()
     assert {r["symbol"] for r in rows} == {"BTC"}  # ETH has no input at all: no rows
@@ -246,7 +247,7 @@ def test_sub_hour_interval_sums_the_hour(tmp_path: Path):
         + [coin(at(1), close=110.0)],
     )
     query = SnapshotQuery(("BTC",), ("Binance",), quarter, at(0), at(1.25))
-    rows = {r["ts"]: r for r in compute_snapshot(lake, query, {}).to_pylist()}
+    rows = {r["ts"]: r for r in compute_snapshot(duckdb.connect(), lake, query, {}).to_pylist()}
     assert hour_bars(quarter) == 4
     assert rows[at(0.5)]["long_liq_usd"] is None
     assert json.loads(rows[at(0.5)]["missing"])["long_liq_usd"] == (

@@ -19,10 +19,10 @@ def test_write_day_is_idempotent_and_replaces(tmp_path: Path):
     lake = Lake(tmp_path)
     day = date(2026, 3, 1)
     path = lake.write_day("a", day, table([1.0, 2.0]))
-    assert path == tmp_path / "lake" / "a" / "date=2026-03-01" / "part-0.parquet"
+    assert path == str(tmp_path / "lake" / "a" / "date=2026-03-01" / "part-0.parquet")
     lake.write_day("a", day, table([3.0]))
     assert lake.read_days("a", [day]).column("v").to_pylist() == [3.0]
-    assert sorted(p.name for p in path.parent.iterdir()) == ["part-0.parquet"]
+    assert sorted(p.name for p in Path(path).parent.iterdir()) == ["part-0.parquet"]
 
 
 def test_empty_table_still_replaces_the_day(tmp_path: Path):
@@ -49,7 +49,7 @@ def test_failed_write_keeps_the_previous_day(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(OSError, match="disk full"):
         lake.write_day("a", day, table([9.0]))
     assert lake.read_days("a", [day]).column("v").to_pylist() == [1.0]
-    assert [p.name for p in lake.partition_path("a", day).parent.iterdir()] == ["part-0.parquet"]
+    assert [p.name for p in Path(lake.file("a", day)).parent.iterdir()] == ["part-0.parquet"]
 
 
 def test_catalog_views_cover_every_day(tmp_path: Path):
