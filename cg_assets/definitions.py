@@ -14,7 +14,7 @@ from cg_assets.alerts import build_alert_defs
 from cg_assets.heatmaps import build_heatmap_defs
 from cg_assets.liquidations import build_liquidation_defs
 from cg_assets.market import build_market_defs
-from cg_assets.resources import CoinGlassResource, LakeResource
+from cg_assets.resources import CoinGlassResource, LakeResource, build_telegram_resource
 from cg_assets.settings import Settings
 from cg_assets.signals import build_signal_defs
 
@@ -30,6 +30,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             rate_limit_per_min=settings.rate_limit_per_min,
         ),
         "lake": LakeResource.at(settings.data_dir),
+        # Shared by the alerts domain and the liquidations domain's sidecar health sensor.
+        "telegram": build_telegram_resource(settings),
     }
 
 

@@ -4,7 +4,9 @@ The status file (`CG_DATA_DIR/sidecar_status.json`, rewritten atomically every ~
 Dagster's freshness check reads, since Dagster runs share the data directory but not the
 network namespace of a container. The HTTP server (loopback only) is for process supervisors
 and Prometheus: `/health/live` says the process is up, `/health/ready` that it is subscribed
-and CoinGlass answered a ping recently, `/metrics` exposes the counters.
+and CoinGlass answered a ping recently, `/metrics` exposes the counters through
+`prometheus_client`, from a registry of this process's own (the library's global default
+registry would add its process and GC collectors, and anything else that registers there).
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
 
 from ws_sidecar.sink import SpoolSink
 from ws_sidecar.stats import Stats, now_ms
@@ -27,14 +34,20 @@ log = logging.getLogger(__name__)
 READY_PONG_AGE_S = 60.0
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             503: "Service Unavailable"}  # fmt: skip
+# The server ignores Accept headers, so it names one format: the 0.0.4 text it has always
+# served (the library's CONTENT_TYPE_LATEST has moved on to 1.0.0).
+METRICS_CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+_FAMILIES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
 
 
-class Monitor:
+class Monitor(Collector):
     """Derives the status document, readiness and metrics from the live counters."""
 
     def __init__(self, stats: Stats, sink: SpoolSink) -> None:
         self.stats = stats
         self.sink = sink
+        self.registry = CollectorRegistry()
+        self.registry.register(self)
 
     def status(self) -> dict[str, Any]:
         s = self.stats
@@ -73,8 +86,9 @@ class Monitor:
         pong = self.stats.last_pong
         return None if pong is None else max(now_ms() - pong, 0) / 1000
 
-    def metrics(self) -> str:
-        """Prometheus text exposition format 0.0.4."""
+    def collect(self) -> Iterator[Metric]:
+        """The counters as they are at scrape time: the hot path keeps bumping plain `Stats`
+        attributes and pays nothing for metrics between scrapes."""
         s = self.stats
         age = self._pong_age_s()
         rows: list[tuple[str, str, str, float]] = [
@@ -96,21 +110,12 @@ class Monitor:
              self.sink.lag_s()),
             ("last_segment_seq", "gauge", "Sequence number of the newest segment", s.last_seq),
         ]  # fmt: skip
-        lines = []
         for name, kind, help_text, value in rows:
-            full = f"ws_sidecar_{name}"
-            lines += [
-                f"# HELP {full} {help_text}",
-                f"# TYPE {full} {kind}",
-                f"{full} {_number(value)}",
-            ]
-        return "\n".join(lines) + "\n"
+            yield _FAMILIES[kind](f"ws_sidecar_{name}", help_text, value=float(value))
 
-
-def _number(value: float) -> str:
-    if isinstance(value, bool | int):
-        return str(int(value))
-    return "NaN" if math.isnan(value) else repr(round(value, 3))
+    def metrics(self) -> bytes:
+        """Prometheus text exposition format 0.0.4 (`METRICS_CONTENT_TYPE`)."""
+        return generate_latest(self.registry)
 
 
 def write_status(path: Path, document: dict[str, Any]) -> None:
@@ -190,7 +195,7 @@ class HealthServer:
             ready, reason = self._monitor.readiness()
             return _json(200 if ready else 503, {"ready": ready, "reason": reason})
         if path == "/metrics":
-            return 200, "text/plain; version=0.0.4; charset=utf-8", self._monitor.metrics().encode()
+            return 200, METRICS_CONTENT_TYPE, self._monitor.metrics()
         return _json(404, {"error": f"no such path {path}", "paths": ["/health/live",
                      "/health/ready", "/metrics"]})  # fmt: skip
 

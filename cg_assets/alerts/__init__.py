@@ -1,9 +1,10 @@
-"""Telegram alerts: the alert ledger, message formatting, delivery and `telegram_alerts`.
+"""Telegram alerts: message formatting, `telegram_alerts`, the liquidation heads-up flow and
+run-failure ops alerts.
 
-The pieces are reusable outside the asset (the heads-up flow and ops alerts send through the
-same ledger and sender): `TelegramResource.gate/ledger/sender` and `delivery.deliver`.
-`build_alert_defs` and `TelegramResource` are imported on first access, so the ledger and the
-formatter stay importable without Dagster (a process racing for claims, a benchmark).
+Delivery itself (ledger, sender, `deliver`) is `cg_assets.telegram`, and the resource is
+`cg_assets.resources.TelegramResource`, below every domain, so that any domain can send.
+`build_alert_defs` is imported on first access, so the formatter stays importable without
+Dagster (a benchmark).
 """
 
 from typing import Any
@@ -14,12 +15,8 @@ def __getattr__(name: str) -> Any:
         from cg_assets.alerts.definitions import build_alert_defs
 
         return build_alert_defs
-    if name == "TelegramResource":
-        from cg_assets.alerts.resources import TelegramResource
-
-        return TelegramResource
     raise AttributeError(f"module 'cg_assets.alerts' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return ["TelegramResource", "build_alert_defs"]
+    return ["build_alert_defs"]

@@ -18,21 +18,20 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 import duckdb
 
-from cg_assets.alerts.delivery import Outcome, deliver
-from cg_assets.alerts.ledger import AlertLedger, SignalRef
 from cg_assets.alerts.messages import SignalLine, render_digest
-from cg_assets.alerts.resources import TelegramResource
 from cg_assets.partitions import days_between
-from cg_assets.resources import LakeResource
+from cg_assets.resources import LakeResource, TelegramResource
 from cg_assets.settings import Settings
 from cg_assets.signals.engine import ASSET as SIGNALS
 from cg_assets.signals.engine import SCHEMA as SIGNALS_SCHEMA
 from cg_assets.signals.snapshot import ASSET as SNAPSHOT
 from cg_assets.signals.snapshot import SCHEMA as SNAPSHOT_SCHEMA
 from cg_assets.storage import Lake
+from cg_assets.telegram.delivery import Outcome, deliver
+from cg_assets.telegram.ledger import AlertLedger, SignalRef
 
 if TYPE_CHECKING:
-    from cg_assets.alerts.sender import TelegramSender
+    from cg_assets.telegram.sender import TelegramSender
 
 ASSET = "telegram_alerts"
 GROUP = "alerts"

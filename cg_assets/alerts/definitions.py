@@ -1,4 +1,4 @@
-"""The alerts domain's Definitions: the digest, the heads-up flow, ops alerts, `telegram`."""
+"""The alerts domain's Definitions: the digest, the heads-up flow, ops alerts."""
 
 import os
 
@@ -7,7 +7,6 @@ import dagster as dg
 from cg_assets.alerts import headsup
 from cg_assets.alerts.assets import ASSET, SIGNALS, build_alert_assets
 from cg_assets.alerts.ops import build_ops_sensors
-from cg_assets.alerts.resources import build_telegram_resource
 from cg_assets.settings import Settings
 
 DIGEST_JOB = "telegram_alerts_job"
@@ -49,5 +48,4 @@ def build_alert_defs(settings: Settings) -> dg.Definitions:
             ),
             *build_ops_sensors(settings),
         ],
-        resources={"telegram": build_telegram_resource(settings)},
     )

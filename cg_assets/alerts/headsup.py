@@ -29,17 +29,17 @@ from cg_assets.alerts.confirm import (
     confirm,
     evidence_from_tables,
 )
-from cg_assets.alerts.delivery import Outcome, deliver
-from cg_assets.alerts.ledger import SignalRef
-from cg_assets.alerts.messages import FOOTER, escape, fmt_price, fmt_usd
-from cg_assets.alerts.resources import TelegramResource
+from cg_assets.alerts.messages import FOOTER, fmt_price, fmt_usd
 from cg_assets.coinglass.plans import interval_ms
 from cg_assets.liquidations.assets import ASSET as ORDERS
 from cg_assets.liquidations.assets import spool_dir
 from cg_assets.liquidations.triggers import Trigger, TriggerState, TriggerThresholds, find_triggers
 from cg_assets.market.fetch import fetch_by_asset, plan_requests, rows_to_table
-from cg_assets.resources import CoinGlassResource
+from cg_assets.resources import CoinGlassResource, TelegramResource
 from cg_assets.settings import Settings
+from cg_assets.telegram.delivery import Outcome, deliver
+from cg_assets.telegram.ledger import SignalRef
+from cg_assets.telegram.markup import escape
 from ws_sidecar.spool import Segment, list_segments, read_segment
 
 if TYPE_CHECKING:

@@ -2,9 +2,10 @@
 
 Telegram's HTML mode is used because alert text is full of `.`, `-` and `+`, which MarkdownV2
 reserves; in HTML only `<`, `>` and `&` need escaping, and every dynamic value goes through
-`escape`. Each line is complete HTML on its own (no tag spans a line break), which is what lets
-`split_message` cut a long message on line boundaries without breaking the markup. Lengths are
-counted like Telegram counts them: visible characters after entity parsing, in UTF-16 units.
+`escape` (`cg_assets.telegram.markup`). Each line is complete HTML on its own (no tag spans a
+line break), which is what lets `split_message` cut a long message on line boundaries without
+breaking the markup. Lengths are counted like Telegram counts them: visible characters after
+entity parsing, in UTF-16 units.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cg_assets.alerts.ledger import LEVEL_RANK, LEVELS
 from cg_assets.coinglass.plans import HOUR_MS, MINUTE_MS, interval_ms
+from cg_assets.telegram.ledger import LEVEL_RANK, LEVELS
+from cg_assets.telegram.markup import escape
 
 MAX_MESSAGE_LENGTH = 4096  # telegram.constants.MessageLimit.MAX_TEXT_LENGTH
 MAX_TITLE_LENGTH = 200
@@ -36,11 +38,6 @@ class SignalLine:
     rule: str
     level: str
     title: str
-
-
-def escape(value: object) -> str:
-    """Any dynamic value as HTML text: `<`, `>` and `&` become entities."""
-    return html.escape(str(value), quote=False)
 
 
 def visible_length(text: str) -> int:

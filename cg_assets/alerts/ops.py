@@ -4,42 +4,17 @@ A failed run and a silent sidecar are incidents an operator should hear about wi
 the UI. They go to `TELEGRAM_OPS_CHAT_ID` when set (else the alert chat), through the same
 ledger as market alerts, so each incident is told once: a run failure is keyed by its run id,
 a sidecar incident by the moment it began, and the ledger's cooldown keeps a flapping job from
-flooding the chat.
+flooding the chat. Sending is `cg_assets.resources.telegram.send_ops`, shared with the
+liquidations domain's sidecar health sensor; this module reports failed runs.
 """
-
-from pathlib import Path
 
 import dagster as dg
 
-from cg_assets.alerts.delivery import Outcome, deliver
-from cg_assets.alerts.ledger import SignalRef
-from cg_assets.alerts.messages import escape
-from cg_assets.alerts.resources import TelegramResource
+from cg_assets.resources import TelegramResource, send_ops
 from cg_assets.settings import Settings
+from cg_assets.telegram.markup import escape
 
-OPS = "ops"
 MAX_ERROR_CHARS = 300
-
-
-def send_ops(
-    telegram: TelegramResource, data_dir: Path, key: str, rule: str, lines: list[str]
-) -> Outcome:
-    """Record and (unless gated) send one ops message; `lines` are already-escaped HTML."""
-    gate = telegram.gate(ops=True)
-    chat_id, setting = telegram.target(ops=True)
-    ledger = telegram.ledger(data_dir)
-    with telegram.open_sender(gate, max_wait_s=20) as sender:
-        return deliver(
-            ledger,
-            sender,
-            key=key,
-            coin=OPS,
-            signals=[SignalRef(rule, "HIGH")],
-            chat_id=chat_id,
-            render=lambda fresh, held: ["\n".join(["🛠 <b>cg-pipeline ops</b>", *lines])],
-            suppress_reason=gate,
-            chat_setting=setting,
-        )
 
 
 def run_failure_lines(job: str, run_id: str, error: str) -> list[str]:

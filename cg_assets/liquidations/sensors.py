@@ -16,11 +16,10 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from cg_assets.alerts.messages import escape
-from cg_assets.alerts.ops import send_ops
-from cg_assets.alerts.resources import TelegramResource
 from cg_assets.liquidations.assets import ASSET, sidecar_staleness, spool_dir, status_path
+from cg_assets.resources import TelegramResource, send_ops
 from cg_assets.settings import Settings
+from cg_assets.telegram.markup import escape
 from ws_sidecar.spool import Segment, list_segments, segment_time_bounds
 
 if TYPE_CHECKING:

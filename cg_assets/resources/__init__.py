@@ -1,6 +1,15 @@
-"""Dagster resources: the CoinGlass API client and the Parquet lake with its DuckDB catalog."""
+"""Dagster resources: the CoinGlass API client, the Parquet lake with its DuckDB catalog, and
+Telegram (alert delivery and ops messages)."""
 
 from cg_assets.resources.coinglass import CoinGlassResource, MissingApiKeyError
 from cg_assets.resources.lake import LakeResource
+from cg_assets.resources.telegram import TelegramResource, build_telegram_resource, send_ops
 
-__all__ = ["CoinGlassResource", "LakeResource", "MissingApiKeyError"]
+__all__ = [
+    "CoinGlassResource",
+    "LakeResource",
+    "MissingApiKeyError",
+    "TelegramResource",
+    "build_telegram_resource",
+    "send_ops",
+]

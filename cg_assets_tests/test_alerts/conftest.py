@@ -13,8 +13,8 @@ import pyarrow as pa
 import pytest
 
 from cg_assets.alerts.assets import build_alert_assets
-from cg_assets.alerts.resources import TelegramResource
 from cg_assets.resources import LakeResource
+from cg_assets.resources.telegram import TelegramResource
 from cg_assets.settings import Settings
 from cg_assets.sim import TelegramServer
 from cg_assets.storage import Lake

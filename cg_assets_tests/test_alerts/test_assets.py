@@ -14,11 +14,11 @@ import dagster as dg
 import pytest
 
 from cg_assets.alerts import build_alert_defs
-from cg_assets.alerts.ledger import AlertLedger
-from cg_assets.alerts.resources import build_telegram_resource, parse_enabled
 from cg_assets.definitions import build_resources
+from cg_assets.resources.telegram import build_telegram_resource, parse_enabled
 from cg_assets.settings import Settings
 from cg_assets.sim import TelegramServer
+from cg_assets.telegram.ledger import AlertLedger
 from cg_assets_tests.test_alerts.conftest import (
     BAR,
     CHAT,

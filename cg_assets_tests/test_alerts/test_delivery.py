@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from cg_assets.alerts.delivery import deliver
-from cg_assets.alerts.ledger import AlertLedger, SignalRef, ledger_path
-from cg_assets.alerts.sender import SendResult, TelegramSender
 from cg_assets.sim import TelegramServer
+from cg_assets.telegram.delivery import deliver
+from cg_assets.telegram.ledger import AlertLedger, SignalRef, ledger_path
+from cg_assets.telegram.sender import SendResult, TelegramSender
 from cg_assets_tests.test_alerts.conftest import CHAT, TOKEN
 
 

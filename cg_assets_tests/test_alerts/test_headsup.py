@@ -19,11 +19,11 @@ from cg_assets.alerts.headsup import (
     headsup_text,
     thresholds_from_env,
 )
-from cg_assets.alerts.ledger import AlertLedger, ledger_path
 from cg_assets.definitions import build_defs
 from cg_assets.settings import Settings
 from cg_assets.sim import SimulatorServer, SyntheticMarket, TelegramServer
 from cg_assets.sim.scenarios import scenario_for
+from cg_assets.telegram.ledger import AlertLedger, ledger_path
 from cg_assets_tests.test_alerts.conftest import CHAT, TOKEN
 from cg_assets_tests.test_liquidations.conftest import write_segment, ws_event
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cg_assets.alerts.ledger import AlertLedger, Policy, Prior, SignalRef, hold_back, ledger_path
+from cg_assets.telegram.ledger import AlertLedger, Policy, Prior, SignalRef, hold_back, ledger_path
 from cg_assets_tests.test_alerts.conftest import START, Clock
 
 HIGH = SignalRef("funding", "HIGH")
@@ -217,7 +217,7 @@ def test_racing_threads_claim_one_key_once(tmp_path):
 
 CLAIMER = """
 import sys
-from cg_assets.alerts.ledger import AlertLedger, SignalRef
+from cg_assets.telegram.ledger import AlertLedger, SignalRef
 ledger = AlertLedger(sys.argv[1])
 print("ready", flush=True)
 sys.stdin.readline()

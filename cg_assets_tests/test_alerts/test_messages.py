@@ -11,7 +11,6 @@ import pytest
 from cg_assets.alerts.messages import (
     FOOTER,
     SignalLine,
-    escape,
     fmt_pct,
     fmt_price,
     fmt_usd,
@@ -20,6 +19,7 @@ from cg_assets.alerts.messages import (
     visible_length,
 )
 from cg_assets.sim.telegram import parse_html, utf16_len
+from cg_assets.telegram.markup import escape
 from cg_assets_tests.test_alerts.conftest import BAR, snapshot_row
 
 SIGNALS = [

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from cg_assets.alerts.ledger import AlertLedger
 from cg_assets.settings import Settings
 from cg_assets.sim import TelegramServer
 from cg_assets.storage import Lake
+from cg_assets.telegram.ledger import AlertLedger
 from cg_assets_tests.test_alerts.conftest import CHAT, TOKEN, ledger_file, write_bar
 
 pytestmark = pytest.mark.slow
@@ -27,7 +27,7 @@ RUN = """
 import sys
 import dagster as dg
 from cg_assets.alerts.assets import build_alert_assets
-from cg_assets.alerts.resources import TelegramResource
+from cg_assets.resources.telegram import TelegramResource
 from cg_assets.resources import LakeResource
 from cg_assets.settings import Settings
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import re
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from cg_assets.sim import LiquidationFeed, WsSimulator
 from ws_sidecar.app import Redactor
@@ -124,21 +126,87 @@ def test_status_document_has_the_contract_fields(monitor: Monitor):
     json.dumps(status)
 
 
-def test_metrics_are_prometheus_text(monitor: Monitor):
-    monitor.stats.events_received = 42
-    text = monitor.metrics()
+# The /metrics contract dashboards and alert rules are written against: sample name -> (type,
+# help). The parser names a counter's family without its `_total` suffix.
+METRICS = {
+    "ws_sidecar_events_received_total": ("counter", "Liquidation events received"),
+    "ws_sidecar_events_written_total": ("counter", "Events in published segments"),
+    "ws_sidecar_segments_written_total": ("counter", "Spool segments published"),
+    "ws_sidecar_reconnects_total": ("counter", "Connection attempts after the first"),
+    "ws_sidecar_malformed_frames_total": ("counter", "Unparseable frames skipped"),
+    "ws_sidecar_malformed_items_total": ("counter", "Items skipped as malformed"),
+    "ws_sidecar_ignored_frames_total": ("counter", "Non-liquidation frames ignored"),
+    "ws_sidecar_backpressure_seconds_total": (
+        "counter",
+        "Time socket reads were paused for the disk",
+    ),
+    "ws_sidecar_queue_depth": ("gauge", "Events waiting for the disk writer"),
+    "ws_sidecar_connected": ("gauge", "1 while a WebSocket connection is open"),
+    "ws_sidecar_subscribed": ("gauge", "1 while subscribed to the channel"),
+    "ws_sidecar_last_pong_age_seconds": ("gauge", "Seconds since the last pong (NaN: none yet)"),
+    "ws_sidecar_spool_lag_seconds": ("gauge", "Age of the oldest event not yet durable"),
+    "ws_sidecar_last_segment_seq": ("gauge", "Sequence number of the newest segment"),
+}
+
+
+def scrape(monitor: Monitor) -> dict[str, tuple[str, str, float]]:
+    """/metrics as Prometheus parses it: sample name -> (type, help, value)."""
     samples = {}
-    for block in re.findall(r"# HELP (\S+) .+\n# TYPE (\S+) (counter|gauge)\n(\S+) (\S+)\n", text):
-        name, typed, kind, sample, value = block
-        assert name == typed == sample
-        assert kind == "counter" if name.endswith("_total") else kind == "gauge"
-        samples[name] = value
-    assert len(samples) == text.count("# HELP")
-    assert samples["ws_sidecar_events_received_total"] == "42"
-    assert samples["ws_sidecar_last_pong_age_seconds"] == "NaN"
-    for name in ("events_written_total", "reconnects_total", "malformed_frames_total",
-                 "queue_depth", "connected", "spool_lag_seconds"):  # fmt: skip
-        assert f"ws_sidecar_{name}" in samples
+    for family in text_string_to_metric_families(monitor.metrics().decode()):
+        [sample] = family.samples
+        assert sample.labels == {}
+        samples[sample.name] = (family.type, family.documentation, sample.value)
+    return samples
+
+
+def test_metrics_keep_their_names_types_and_help(monitor: Monitor):
+    got = scrape(monitor)
+    assert {name: kind_help for name, (*kind_help, _) in got.items()} == {
+        name: list(kind_help) for name, kind_help in METRICS.items()
+    }
+
+
+def test_metrics_report_the_live_counters(monitor: Monitor):
+    stats = monitor.stats
+    stats.events_received, stats.events_written, stats.segments_written = 42, 40, 3
+    stats.reconnects, stats.malformed_frames, stats.malformed_items = 2, 5, 6
+    stats.ignored_frames, stats.backpressure_s, stats.last_seq = 7, 1.25, 17
+    stats.connected, stats.subscribed = True, False
+    asyncio.run(monitor.sink.put(["a", "b", "c"]))  # no writer task: they stay queued
+    values = {name: value for name, (_, _, value) in scrape(monitor).items()}
+    lag = values.pop("ws_sidecar_spool_lag_seconds")
+    assert 0 < lag < 60
+    assert math.isnan(values.pop("ws_sidecar_last_pong_age_seconds"))
+    assert values == {
+        "ws_sidecar_events_received_total": 42,
+        "ws_sidecar_events_written_total": 40,
+        "ws_sidecar_segments_written_total": 3,
+        "ws_sidecar_reconnects_total": 2,
+        "ws_sidecar_malformed_frames_total": 5,
+        "ws_sidecar_malformed_items_total": 6,
+        "ws_sidecar_ignored_frames_total": 7,
+        "ws_sidecar_backpressure_seconds_total": 1.25,
+        "ws_sidecar_queue_depth": 3,
+        "ws_sidecar_connected": 1,
+        "ws_sidecar_subscribed": 0,
+        "ws_sidecar_last_segment_seq": 17,
+    }
+    stats.last_pong = now_ms() - 30_000
+    age = scrape(monitor)["ws_sidecar_last_pong_age_seconds"][2]
+    assert 30 <= age < 90
+
+
+def test_each_monitor_has_a_registry_of_its_own(tmp_path: Path, monitor: Monitor):
+    """Not the library's global registry, which would mix in its process and GC collectors
+    and every other monitor created in the same interpreter."""
+    monitor.stats.events_received = 1
+    writer = SpoolWriter(tmp_path / "other")
+    try:
+        other = Monitor(Stats(events_received=9), SpoolSink(writer, Stats()))
+        assert scrape(other)["ws_sidecar_events_received_total"][2] == 9
+        assert scrape(monitor)["ws_sidecar_events_received_total"][2] == 1
+    finally:
+        writer.close()
 
 
 def test_health_server_routes(monitor: Monitor):
@@ -161,6 +229,9 @@ def test_health_server_routes(monitor: Monitor):
     assert "disconnected" in got["/health/ready"].json()["reason"]
     assert got["/metrics"].status_code == 200
     assert got["/metrics"].headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert "ws_sidecar_connected" in {
+        family.name for family in text_string_to_metric_families(got["/metrics"].text)
+    }
     assert got["/nope"].status_code == 404
 
 

@@ -4,7 +4,11 @@ The token and chat ids arrive through `EnvVar`, so Dagster resolves them when a 
 the UI and run config show only the variables' names. Everything else (kill switch, cooldowns,
 timeouts) is plain config, editable per run in the launchpad. The resource hands out the
 pieces an asset or a sensor combines: `gate()` (may anything be sent?), `ledger()` and
-`sender()`; see `delivery.deliver` for one alert end to end.
+`sender()`; see `cg_assets.telegram.delivery.deliver` for one alert end to end.
+
+Ops alerts (`send_ops`) live here rather than in the alerts domain because domains below it
+report incidents too (a silent sidecar, from the liquidations domain), and domains import only
+downward.
 """
 
 from __future__ import annotations
@@ -19,14 +23,15 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from cg_assets.alerts.delivery import CHAT_SETTING, TOKEN_SETTING
-from cg_assets.alerts.ledger import AlertLedger, Policy, ledger_path
 from cg_assets.settings import DEFAULT_TELEGRAM_API_BASE_URL, Settings
+from cg_assets.telegram.delivery import CHAT_SETTING, TOKEN_SETTING, Outcome, deliver
+from cg_assets.telegram.ledger import AlertLedger, Policy, SignalRef, ledger_path
 
 if TYPE_CHECKING:
-    from cg_assets.alerts.sender import TelegramSender
+    from cg_assets.telegram.sender import TelegramSender
 
 OPS_CHAT_SETTING = "TELEGRAM_OPS_CHAT_ID"
+OPS = "ops"
 ENABLED_SETTING = "ALERTS_ENABLED"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -105,7 +110,7 @@ class TelegramResource(dg.ConfigurableResource):
 
         The Telegram client is imported here, not at the top: loading the code location and
         recording suppressed alerts should not pay for python-telegram-bot and httpx."""
-        from cg_assets.alerts.sender import TelegramSender
+        from cg_assets.telegram.sender import TelegramSender
 
         if not self.bot_token:
             raise ValueError(f"no bot token: set {TOKEN_SETTING}")
@@ -154,3 +159,24 @@ def build_telegram_resource(
         base_url=settings.telegram_api_base_url,
         alerts_enabled=parse_enabled(env.get(ENABLED_SETTING, "")),
     )
+
+
+def send_ops(
+    telegram: TelegramResource, data_dir: Path, key: str, rule: str, lines: list[str]
+) -> Outcome:
+    """Record and (unless gated) send one ops message; `lines` are already-escaped HTML."""
+    gate = telegram.gate(ops=True)
+    chat_id, setting = telegram.target(ops=True)
+    ledger = telegram.ledger(data_dir)
+    with telegram.open_sender(gate, max_wait_s=20) as sender:
+        return deliver(
+            ledger,
+            sender,
+            key=key,
+            coin=OPS,
+            signals=[SignalRef(rule, "HIGH")],
+            chat_id=chat_id,
+            render=lambda fresh, held: ["\n".join(["🛠 <b>cg-pipeline ops</b>", *lines])],
+            suppress_reason=gate,
+            chat_setting=setting,
+        )

@@ -52,8 +52,8 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
-from cg_assets.alerts.delivery import CHAT_SETTING, TOKEN_SETTING
 from cg_assets.settings import DEFAULT_TELEGRAM_API_BASE_URL
+from cg_assets.telegram.delivery import CHAT_SETTING, TOKEN_SETTING
 
 REDACTED = "<redacted>"
 # Loggers that print request URLs (and so the token) at INFO/DEBUG.

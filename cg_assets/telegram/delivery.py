@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from cg_assets.alerts.ledger import AlertLedger, SignalRef
+from cg_assets.telegram.ledger import AlertLedger, SignalRef
 
 if TYPE_CHECKING:
-    from cg_assets.alerts.sender import TelegramSender
+    from cg_assets.telegram.sender import TelegramSender
 
 TOKEN_SETTING = "TELEGRAM_BOT_TOKEN"
 CHAT_SETTING = "TELEGRAM_CHAT_ID"
