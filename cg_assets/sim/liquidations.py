@@ -32,7 +32,8 @@ from typing import Literal
 import numpy as np
 
 from cg_assets.coinglass.plans import MINUTE_MS
-from cg_assets.sim.market import COINS, EXCHANGES, Instrument, SyntheticMarket
+from cg_assets.sim.instruments import COINS, EXCHANGES, Instrument
+from cg_assets.sim.market import SyntheticMarket
 from cg_assets.sim.scenarios import Episode
 
 Side = Literal["long", "short"]

@@ -43,14 +43,9 @@ from cg_assets.sim.http import (
     json_response,
     plain_response,
 )
+from cg_assets.sim.instruments import COINS, Instrument, next_funding_time
 from cg_assets.sim.liquidations import EventBatch, LiquidationFeed
-from cg_assets.sim.market import (
-    COINS,
-    Instrument,
-    LongShortKind,
-    SyntheticMarket,
-    next_funding_time,
-)
+from cg_assets.sim.market import LongShortKind, SyntheticMarket
 
 # Current docs: default and maximum 1000 (older copies said 4500). What the real server does
 # above the maximum is undocumented; clamping is the forgiving reading.
