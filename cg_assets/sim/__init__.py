@@ -7,7 +7,8 @@ production code never imports it and only ever knows a base URL, so pointing
 """
 
 from cg_assets.sim.heatmap import HEATMAP_RANGES, ModelHeatmap, model_heatmap
-from cg_assets.sim.liquidations import EventBatch, Injection, LiquidationEvent, LiquidationFeed
+from cg_assets.sim.liquidation_events import EventBatch, Injection, LiquidationEvent
+from cg_assets.sim.liquidations import LiquidationFeed
 from cg_assets.sim.market import SyntheticMarket
 from cg_assets.sim.rest import SimulatorServer
 from cg_assets.sim.rest_faults import Faults

@@ -13,7 +13,7 @@ import pandas as pd
 from cg_assets.coinglass.plans import DAY_MS, HOUR_MS
 from cg_assets.sim.heatmap import HEATMAP_RANGES, coin_candles, model_heatmap, pair_candles
 from cg_assets.sim.instruments import COINS, next_funding_time
-from cg_assets.sim.liquidations import EventBatch
+from cg_assets.sim.liquidation_events import EventBatch
 from cg_assets.sim.market import LongShortKind
 from cg_assets.sim.rest_request import ApiError, Call, JsonBody
 

@@ -35,7 +35,8 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from cg_assets.coinglass.plans import Plan, parse_plan
-from cg_assets.sim.liquidations import EventBatch, LiquidationFeed
+from cg_assets.sim.liquidation_events import EventBatch
+from cg_assets.sim.liquidations import LiquidationFeed
 
 PATH = "/ws-api"
 CAMEL_CHANNEL = "liquidationOrders"
