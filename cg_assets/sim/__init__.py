@@ -14,7 +14,8 @@ from cg_assets.sim.rest import SimulatorServer
 from cg_assets.sim.rest_faults import Faults
 from cg_assets.sim.scenarios import SCENARIOS, Episode, Scenario, scenario_for
 from cg_assets.sim.telegram import ReceivedMessage, TelegramFaults, TelegramServer
-from cg_assets.sim.ws import WsFaults, WsSimulator, WsStats
+from cg_assets.sim.ws import WsFaults, WsSimulator
+from cg_assets.sim.ws_stats import WsStats
 
 __all__ = [
     "HEATMAP_RANGES",
