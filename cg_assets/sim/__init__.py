@@ -13,7 +13,8 @@ from cg_assets.sim.market import SyntheticMarket
 from cg_assets.sim.rest import SimulatorServer
 from cg_assets.sim.rest_faults import Faults
 from cg_assets.sim.scenarios import SCENARIOS, Episode, Scenario, scenario_for
-from cg_assets.sim.telegram import ReceivedMessage, TelegramFaults, TelegramServer
+from cg_assets.sim.telegram import ReceivedMessage, TelegramServer
+from cg_assets.sim.telegram_faults import TelegramFaults
 from cg_assets.sim.ws import WsFaults, WsSimulator
 from cg_assets.sim.ws_stats import WsStats
 
