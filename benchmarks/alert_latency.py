@@ -30,7 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from cg_assets.launcher import BIN, Launcher, free_port, simulator_env
+from cg_assets.demo import simulator_env
+from cg_assets.launcher import BIN, Launcher, free_port
 
 COINS = ("BTC", "ETH", "SOL", "XRP", "DOGE")
 POLLING_EXPECTED_S = 150.0

@@ -25,13 +25,13 @@ from pathlib import Path
 from cg_assets.heatmaps.composite import ASSET as COMPOSITE_HEATMAP
 from cg_assets.heatmaps.liquidation import ASSET as LIQUIDATION_HEATMAP
 from cg_assets.heatmaps.model import ASSET as MODEL_HEATMAP
-from cg_assets.launcher import BIN, Launcher, free_port, graphql, simulator_env
+from cg_assets.launcher import BIN, Launcher, free_port, graphql, prepare_dagster_home
 from cg_assets.liquidations.assets import ASSET as LIQUIDATION_ORDERS
 from cg_assets.market.series import MARKET_ASSETS
 from cg_assets.signals.engine import ASSET as SIGNALS
 from cg_assets.signals.snapshot import ASSET as SNAPSHOT
 from cg_assets.sim.scenarios import SCENARIOS
-from cg_assets.sim.telegram import ReceivedMessage
+from cg_assets.sim.telegram import DEFAULT_CHAT_ID, DEFAULT_TOKEN, ReceivedMessage
 
 # Everything a backfill can fill, in lineage order (Dagster orders the runs by dependency).
 BACKFILL_ASSETS = (
@@ -86,6 +86,26 @@ def message_printer(standin: str) -> Callable[[], None]:
         seen = len(messages)
 
     return show_new
+
+
+def simulator_env(
+    data_dir: Path, sim_url: str, ws_port: int, health_port: int, standin: str
+) -> dict[str, str]:
+    """This process's environment pointed at a local simulator, stand-in and sidecar port."""
+    env = {
+        **os.environ,
+        "CG_API_BASE_URL": sim_url,
+        "CG_PLAN": "professional",
+        "CG_DATA_DIR": str(data_dir),
+        "CG_WS_URL": f"ws://127.0.0.1:{ws_port}/ws-api",
+        "SIDECAR_HEALTH_PORT": str(health_port),
+        "TELEGRAM_API_BASE_URL": standin,
+        "TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN,
+        "TELEGRAM_CHAT_ID": str(DEFAULT_CHAT_ID),
+        "DAGSTER_HOME": str(prepare_dagster_home(data_dir)),
+    }
+    env.pop("CG_API_KEY", None)
+    return env
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,6 +4,9 @@ Each child runs in its own session with SIGINT/SIGTERM restored to their default
 `dagster dev` started from a script or in the background otherwise inherits ignored signals
 and cannot be stopped cleanly. Stopping sweeps each child's whole process group, since
 `dagster dev` can exit before the code servers and daemon it spawned.
+
+Nothing here knows about the simulator (its environment is `cg_assets.demo.simulator_env`), so
+`make run` against the real endpoints never loads it.
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-
-from cg_assets.sim.telegram import DEFAULT_CHAT_ID, DEFAULT_TOKEN
 
 # Exec a command with SIGINT/SIGTERM reset to their defaults (see the module docstring).
 EXEC_WITH_DEFAULT_SIGNALS = (
@@ -71,26 +72,6 @@ def prepare_dagster_home(data_dir: Path) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text(DAGSTER_YAML)
     return home
-
-
-def simulator_env(
-    data_dir: Path, sim_url: str, ws_port: int, health_port: int, standin: str
-) -> dict[str, str]:
-    """This process's environment pointed at a local simulator, stand-in and sidecar port."""
-    env = {
-        **os.environ,
-        "CG_API_BASE_URL": sim_url,
-        "CG_PLAN": "professional",
-        "CG_DATA_DIR": str(data_dir),
-        "CG_WS_URL": f"ws://127.0.0.1:{ws_port}/ws-api",
-        "SIDECAR_HEALTH_PORT": str(health_port),
-        "TELEGRAM_API_BASE_URL": standin,
-        "TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN,
-        "TELEGRAM_CHAT_ID": str(DEFAULT_CHAT_ID),
-        "DAGSTER_HOME": str(prepare_dagster_home(data_dir)),
-    }
-    env.pop("CG_API_KEY", None)
-    return env
 
 
 def graphql(ui: str, query: str, variables: dict | None = None) -> dict:

@@ -60,3 +60,17 @@ def test_the_command_exits_before_starting_anything(tmp_path: Path):
     assert done.returncode == 1
     assert "CG_API_KEY is not set" in done.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_the_real_endpoint_launcher_never_loads_the_simulator():
+    """`make run` talks to the real CoinGlass and Telegram; the simulator belongs to
+    `make demo`, so nothing `python -m cg_assets.run` imports may pull it in."""
+    probe = (
+        "import sys, cg_assets.run;"
+        "print(','.join(m for m in sys.modules if m.split('.')[:2] == ['cg_assets', 'sim']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == ""

@@ -7,12 +7,16 @@ production code never imports it and only ever knows a base URL, so pointing
 """
 
 from cg_assets.sim.heatmap import HEATMAP_RANGES, ModelHeatmap, model_heatmap
-from cg_assets.sim.liquidations import EventBatch, Injection, LiquidationEvent, LiquidationFeed
+from cg_assets.sim.liquidation_events import EventBatch, Injection, LiquidationEvent
+from cg_assets.sim.liquidations import LiquidationFeed
 from cg_assets.sim.market import SyntheticMarket
-from cg_assets.sim.rest import Faults, SimulatorServer
+from cg_assets.sim.rest import SimulatorServer
+from cg_assets.sim.rest_faults import Faults
 from cg_assets.sim.scenarios import SCENARIOS, Episode, Scenario, scenario_for
-from cg_assets.sim.telegram import ReceivedMessage, TelegramFaults, TelegramServer
-from cg_assets.sim.ws import WsFaults, WsSimulator, WsStats
+from cg_assets.sim.telegram import ReceivedMessage, TelegramServer
+from cg_assets.sim.telegram_faults import TelegramFaults
+from cg_assets.sim.ws import WsFaults, WsSimulator
+from cg_assets.sim.ws_stats import WsStats
 
 __all__ = [
     "HEATMAP_RANGES",

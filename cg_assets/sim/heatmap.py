@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from cg_assets.coinglass.plans import DAY_MS, HOUR_MS, MINUTE_MS
-from cg_assets.sim.market import Instrument, SyntheticMarket
+from cg_assets.sim.instruments import Instrument
+from cg_assets.sim.market import SyntheticMarket
 
 HEATMAP_RANGES: dict[str, tuple[int, int]] = {
     "12h": (5 * MINUTE_MS, 144),

@@ -11,11 +11,10 @@ rate of 50,000 events/s costs a few milliseconds per push. They are stored colum
 time-ordered chunks: two million events take about 70 MB instead of the ~400 MB that as many
 Python objects would.
 
-When the market plays a scenario, each episode's liquidation orders join the random ones as
-the episode's minutes pass: a whale order at the episode's start and a wave through its first
-minute, then a tail. They are planned per episode from the seed, so they are the same however
-often `advance()` is called, and `injected` records them (and every `burst`) so a benchmark
-can measure alert latency from the moment an order existed.
+When the market plays a scenario, each episode's liquidation orders
+(`cg_assets.sim.liquidation_episodes`) join the random ones as the episode's minutes pass, and
+`injected` records them (and every `burst`) so a benchmark can measure alert latency from the
+moment an order existed.
 """
 
 from __future__ import annotations
@@ -23,194 +22,39 @@ from __future__ import annotations
 import math
 import threading
 import time
-import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
-from typing import Literal
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from cg_assets.coinglass.plans import MINUTE_MS
-from cg_assets.sim.market import COINS, EXCHANGES, Instrument, SyntheticMarket
-from cg_assets.sim.scenarios import Episode
+from cg_assets.sim.instruments import COINS, EXCHANGES, Instrument
+from cg_assets.sim.liquidation_episodes import EpisodeOrders
+from cg_assets.sim.liquidation_events import (
+    USD_DECIMALS,
+    EventBatch,
+    EventNames,
+    Injection,
+    LiquidationEvent,
+    Side,
+    concat,
+    empty_batch,
+    usd_sum,
+)
+from cg_assets.sim.market import SyntheticMarket
 
-Side = Literal["long", "short"]
 Clock = Callable[[], int]
 
 # usd_value ~ lognormal: median $2,500 and a tail where about 1 event in 5,000 is >= $1M
 # (one every ~15 minutes at the default 5 events/s), so whale alerts have something to catch.
 _USD_MEDIAN = 2_500.0
 _USD_SIGMA = 1.7
-_USD_DECIMALS = 4
 # Chunks below this size are merged with the next batch, so a slow feed does not pile up
 # millions of tiny arrays over its eight days of history.
 _MIN_CHUNK = 4_096
-# An episode's orders at strength 1: the opening minute (a whale at the start, then a wave)
-# crosses the heads-up thresholds (one order >= $1M, or >= $5M of one coin in a minute) on
-# its own; the tail keeps the liquidations coming while the flush runs.
-_OPENING_USD = 8e6
-_WHALE_SHARE = (0.3, 0.4)  # of the opening minute
-_OPENING_ORDERS = 8
-_TAIL_USD = 6e6
-_TAIL_ORDERS = 16
-_TAIL_MS = 5 * MINUTE_MS
-
-
-Wave = Literal["opening", "tail", "burst"]
-
-
-@dataclass(frozen=True, slots=True)
-class Injection:
-    """Liquidations put into the feed on purpose: an episode's opening minute or tail, or one
-    `burst`. `time_ms` is its first order's time, the earliest a client could see it; the
-    record is added once all of its orders are in the feed."""
-
-    time_ms: int
-    coin: str
-    side: Side
-    usd_total: float
-    orders: int
-    largest_usd: float
-    wave: Wave
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """An episode's orders, in time order; `wave` is 0 for the opening minute, 1 for the tail."""
-
-    episode: Episode
-    time: np.ndarray
-    inst: np.ndarray
-    usd: np.ndarray
-    wave: np.ndarray
-
-
-def _usd_sum(usd: np.ndarray) -> float:
-    """A total rounded like the values, so it does not depend on how the sum was split up."""
-    return round(float(usd.sum()), _USD_DECIMALS)
 
 
 def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class LiquidationEvent:
-    """One forced liquidation; `side` is the side that was liquidated."""
-
-    seq: int  # feed-wide, strictly increasing in generation order
-    time: int  # ms
-    coin: str
-    exchange: str  # display name, e.g. "Binance"
-    pair: str  # the exchange's instrument id, e.g. "BTCUSDT"
-    price: float
-    usd_value: float
-    side: Side
-
-
-@dataclass(frozen=True)
-class _Names:
-    """Per-instrument labels as object arrays, so a batch maps indexes to names in C."""
-
-    instruments: tuple[Instrument, ...]
-    coin: np.ndarray
-    exchange: np.ndarray
-    pair: np.ndarray
-
-    @classmethod
-    def of(cls, instruments: Sequence[Instrument]) -> _Names:
-        def column(values: Iterable[str]) -> np.ndarray:
-            return np.array(list(values), dtype=object)
-
-        return cls(
-            tuple(instruments),
-            column(i.base_asset for i in instruments),
-            column(i.exchange for i in instruments),
-            column(i.instrument_id for i in instruments),
-        )
-
-
-@dataclass(frozen=True)
-class EventBatch:
-    """Events as parallel numpy columns, in (time, seq) order; what protocol layers format.
-
-    `inst` indexes the feed's instrument table; `long` is True where a long was liquidated.
-    """
-
-    names: _Names
-    seq: np.ndarray
-    time: np.ndarray
-    inst: np.ndarray
-    price: np.ndarray
-    usd_value: np.ndarray
-    long: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.seq)
-
-    @property
-    def last_seq(self) -> int | None:
-        return int(self.seq[-1]) if len(self.seq) else None
-
-    def take(self, index: slice | np.ndarray) -> EventBatch:
-        """The events selected by a slice, boolean mask or index array."""
-        return EventBatch(
-            self.names,
-            self.seq[index],
-            self.time[index],
-            self.inst[index],
-            self.price[index],
-            self.usd_value[index],
-            self.long[index],
-        )
-
-    def coins(self) -> list[str]:
-        return self.names.coin[self.inst].tolist()
-
-    def exchanges(self) -> list[str]:
-        return self.names.exchange[self.inst].tolist()
-
-    def pairs(self) -> list[str]:
-        return self.names.pair[self.inst].tolist()
-
-    def events(self) -> list[LiquidationEvent]:
-        """The batch as objects: convenient for tests and tools, too slow for the hot path."""
-        return [
-            LiquidationEvent(s, t, c, e, p, price, usd, "long" if long_ else "short")
-            for s, t, c, e, p, price, usd, long_ in zip(
-                self.seq.tolist(),
-                self.time.tolist(),
-                self.coins(),
-                self.exchanges(),
-                self.pairs(),
-                self.price.tolist(),
-                self.usd_value.tolist(),
-                self.long.tolist(),
-                strict=True,
-            )
-        ]
-
-
-def _concat(names: _Names, batches: Sequence[EventBatch]) -> EventBatch:
-    if not batches:
-        return _empty(names)
-    if len(batches) == 1:
-        return batches[0]
-    columns = ("seq", "time", "inst", "price", "usd_value", "long")
-    return EventBatch(names, *(np.concatenate([getattr(b, c) for b in batches]) for c in columns))
-
-
-def _empty(names: _Names) -> EventBatch:
-    return EventBatch(
-        names,
-        np.empty(0, np.int64),
-        np.empty(0, np.int64),
-        np.empty(0, np.int16),
-        np.empty(0),
-        np.empty(0),
-        np.empty(0, bool),
-    )
 
 
 def _usdt_perpetuals(market: SyntheticMarket) -> list[Instrument]:
@@ -265,7 +109,7 @@ class LiquidationFeed:
         self.max_events = max_events
         self.clock = clock or _wall_clock_ms
         instruments = _usdt_perpetuals(market)
-        self.names = _Names.of(instruments)
+        self.names = EventNames.of(instruments)
         self._weights = _volume_weights(market, instruments)
         self.seed = seed
         self._rng = np.random.default_rng(seed)
@@ -274,13 +118,16 @@ class LiquidationFeed:
         self._next_seq = 0
         self._lock = threading.Lock()
         scenario = market.scenario
-        self._episodes = tuple(
-            e
-            for e in (scenario.episodes if scenario else ())
-            if len(self._candidates(e.coin, None))
+        self._episode_orders = EpisodeOrders(
+            [
+                e
+                for e in (scenario.episodes if scenario else ())
+                if len(self._candidates(e.coin, None))
+            ],
+            seed,
+            self._candidates,
+            self._weights,
         )
-        self._plans: dict[Episode, _Plan] = {}
-        self._tallies: dict[tuple[Episode, int], Injection] = {}
         self._injected: list[Injection] = []
         self._warm_up(self.clock())
         self._last_ms = self.clock()
@@ -330,7 +177,7 @@ class LiquidationFeed:
             start = max(self._last_ms, now - self.history_ms, self.market.epoch_ms - 1)
             if now <= start:
                 self._last_ms = max(self._last_ms, now)
-                return _empty(self.names)
+                return empty_batch(self.names)
             n = int(self._rng.poisson(self._rate_per_s * (now - start) / 1000))
             if n > self.max_events:  # only the newest max_events would survive anyway
                 start = now - int((now - start) * self.max_events / n)
@@ -340,7 +187,8 @@ class LiquidationFeed:
             inst = self._rng.choice(len(self._weights), n, p=self._weights)
             usd = self._usd_values(n)
             long_ = self._sides(times, inst)
-            planned = self._planned(start, now)
+            planned, completed = self._episode_orders.due(start, now)
+            self._injected.extend(completed)
             if planned is not None:
                 times, inst, usd, long_ = (
                     np.concatenate([a, b])
@@ -379,10 +227,10 @@ class LiquidationFeed:
             inst = self._rng.choice(candidates, n, p=p)
             times = np.full(n, self._last_ms, dtype=np.int64)
             parts = self._rng.lognormal(0.0, 1.0, n)
-            usd = np.round(usd_total * parts / parts.sum(), _USD_DECIMALS)
+            usd = np.round(usd_total * parts / parts.sum(), USD_DECIMALS)
             batch = self._append(times, inst, usd, np.full(n, side == "long"))
             self._injected.append(
-                Injection(self._last_ms, coin, side, _usd_sum(usd), n, float(usd.max()), "burst")
+                Injection(self._last_ms, coin, side, usd_sum(usd), n, float(usd.max()), "burst")
             )
             return batch.events()
 
@@ -399,7 +247,7 @@ class LiquidationFeed:
 
     def _usd_values(self, n: int) -> np.ndarray:
         usd = self._rng.lognormal(math.log(_USD_MEDIAN), _USD_SIGMA, n)
-        return np.round(np.maximum(usd, 1.0), _USD_DECIMALS)
+        return np.round(np.maximum(usd, 1.0), USD_DECIMALS)
 
     def _sides(self, times: np.ndarray, inst: np.ndarray) -> np.ndarray:
         """Whether each event liquidated a long, drawn from the market's long/short split in
@@ -411,108 +259,6 @@ class LiquidationFeed:
                 self.instruments[i].base_asset, times[at]
             )
         return self._rng.random(len(times)) < p_long
-
-    # ------------------------------------------------------------------ scenario episodes
-
-    def _plan(self, episode: Episode) -> _Plan:
-        """The episode's orders, drawn from the feed's seed and the episode alone."""
-        plan = self._plans.get(episode)
-        if plan is not None:
-            return plan
-        rng = np.random.default_rng(
-            [self.seed, zlib.crc32(episode.coin.encode()), episode.start_ms // MINUTE_MS]
-        )
-        opening = episode.strength * _OPENING_USD
-        whale = opening * rng.uniform(*_WHALE_SHARE)
-        wave = rng.lognormal(0.0, 0.8, _OPENING_ORDERS - 1)
-        tail = rng.lognormal(0.0, 0.8, _TAIL_ORDERS)
-        usd = np.concatenate(
-            [
-                [whale],
-                (opening - whale) * wave / wave.sum(),
-                episode.strength * _TAIL_USD * tail / tail.sum(),
-            ]
-        )
-        offsets = np.concatenate(
-            [
-                [0],
-                np.sort(rng.integers(1, MINUTE_MS, _OPENING_ORDERS - 1)),
-                MINUTE_MS + np.sort((rng.random(_TAIL_ORDERS) ** 2 * _TAIL_MS).astype(np.int64)),
-            ]
-        )
-        candidates = self._candidates(episode.coin, None)
-        p = self._weights[candidates] / self._weights[candidates].sum()
-        plan = _Plan(
-            episode,
-            episode.start_ms + offsets.astype(np.int64),
-            rng.choice(candidates, len(usd), p=p),
-            np.round(usd, _USD_DECIMALS),
-            np.repeat([0, 1], [_OPENING_ORDERS, _TAIL_ORDERS]),
-        )
-        self._plans[episode] = plan
-        return plan
-
-    def _planned(
-        self, start: int, now: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        """Episode orders timed in (start, now] as (time, inst, usd, long) columns, recording
-        each wave they complete (lock held); None when there are none."""
-        plans = [
-            self._plan(e)
-            for e in self._episodes
-            if e.start_ms <= now and e.start_ms + MINUTE_MS + _TAIL_MS > start
-        ]
-        picked = []
-        completed: list[tuple[int, Injection]] = []
-        for plan in plans:
-            due = (plan.time > start) & (plan.time <= now)
-            if not due.any():
-                continue
-            picked.append((plan, due))
-            for wave in np.unique(plan.wave[due]).tolist():
-                done = self._tally(plan, wave, due & (plan.wave == wave), now)
-                if done is not None:
-                    completed.append(done)
-        self._injected.extend(record for _, record in sorted(completed, key=lambda c: c[0]))
-        if not picked:
-            return None
-        return (
-            np.concatenate([p.time[d] for p, d in picked]),
-            np.concatenate([p.inst[d] for p, d in picked]),
-            np.concatenate([p.usd[d] for p, d in picked]),
-            np.concatenate([np.full(d.sum(), p.episode.side == "long") for p, d in picked]),
-        )
-
-    def _tally(
-        self, plan: _Plan, wave: int, due: np.ndarray, now: int
-    ) -> tuple[int, Injection] | None:
-        """Add a wave's orders now due to its running record; once the wave is complete, its
-        last order's time and record."""
-        key = (plan.episode, wave)
-        usd = plan.usd[due]
-        sofar = self._tallies.pop(key, None)
-        if sofar is None:
-            record = Injection(
-                int(plan.time[due][0]),
-                plan.episode.coin,
-                plan.episode.side,
-                _usd_sum(usd),
-                len(usd),
-                float(usd.max()),
-                "opening" if wave == 0 else "tail",
-            )
-        else:
-            record = replace(
-                sofar,
-                usd_total=_usd_sum(np.append(usd, sofar.usd_total)),
-                orders=sofar.orders + len(usd),
-                largest_usd=max(sofar.largest_usd, float(usd.max())),
-            )
-        last = int(plan.time[plan.wave == wave][-1])
-        if last <= now:
-            return last, record
-        self._tallies[key] = record
-        return None
 
     def _append(
         self, times: np.ndarray, inst: np.ndarray, usd: np.ndarray, long_: np.ndarray
@@ -535,7 +281,7 @@ class LiquidationFeed:
         if len(batch):
             self._size += len(batch)
             if self._chunks and len(self._chunks[-1]) < _MIN_CHUNK:
-                batch = _concat(self.names, [self._chunks.pop(), batch])
+                batch = concat(self.names, [self._chunks.pop(), batch])
             self._chunks.append(batch)
         self._prune(self._last_ms - self.history_ms)
 
@@ -567,7 +313,7 @@ class LiquidationFeed:
             if chunk.seq[-1] <= seq:
                 break
             picked.append(chunk.take(slice(int(np.searchsorted(chunk.seq, seq, "right")), None)))
-        return _concat(self.names, picked[::-1])
+        return concat(self.names, picked[::-1])
 
     def query(
         self,
@@ -599,7 +345,7 @@ class LiquidationFeed:
             found += len(part)
             if (newest is not None and found >= newest) or lo > 0:
                 break
-        batch = _concat(self.names, picked[::-1])
+        batch = concat(self.names, picked[::-1])
         return batch if newest is None else batch.take(slice(max(len(batch) - newest, 0), None))
 
     def events(self) -> list[LiquidationEvent]:

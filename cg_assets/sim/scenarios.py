@@ -22,14 +22,13 @@ from typing import Literal
 import numpy as np
 
 from cg_assets.coinglass.plans import DAY_MS, HOUR_MS, MINUTE_MS
-from cg_assets.sim.market import (
-    COINS,
+from cg_assets.sim.grid import (
     FUNDING_MEAN,
     GLOBAL_LONG_MEAN,
     TOP_ACCOUNT_LONG_MEAN,
     TOP_POSITION_LONG_MEAN,
-    CoinSpec,
 )
+from cg_assets.sim.instruments import COINS, CoinSpec
 
 EpisodeKind = Literal["cascade", "squeeze"]
 SCENARIOS = ("calm", "cascade", "squeeze")

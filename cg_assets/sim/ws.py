@@ -16,16 +16,14 @@ has its own sender task, so a slow consumer delays only itself (its frames wait 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import json
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -35,65 +33,13 @@ from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from cg_assets.coinglass.plans import Plan, parse_plan
-from cg_assets.sim.liquidations import EventBatch, LiquidationFeed
+from cg_assets.sim.liquidation_events import EventBatch
+from cg_assets.sim.liquidations import LiquidationFeed
+from cg_assets.sim.ws_protocol import CHANNELS, MALFORMED_KINDS, break_frame, dumps, parse_request
+from cg_assets.sim.ws_stats import SentFrame, WsStats
 
 PATH = "/ws-api"
-CAMEL_CHANNEL = "liquidationOrders"
-SNAKE_CHANNEL = "liquidation_orders"
-
-Item = dict[str, Any]
 T = TypeVar("T")
-
-
-def camel_items(batch: EventBatch) -> list[Item]:
-    """`liquidationOrders` items, as documented and seen in captured live events."""
-    return [
-        {
-            "baseAsset": coin,
-            "exName": exchange,
-            "price": price,
-            "side": 1 if long_ else 2,
-            "symbol": pair,
-            "time": t,
-            "volUsd": usd,
-        }
-        for coin, exchange, price, long_, pair, t, usd in _columns(batch)
-    ]
-
-
-def snake_items(batch: EventBatch) -> list[Item]:
-    """`liquidation_orders` items, the newer docs' naming of the same event."""
-    return [
-        {
-            "base_asset": coin,
-            "exchange": exchange,
-            "price": price,
-            "side": 1 if long_ else 2,
-            "symbol": pair,
-            "time": t,
-            "volume_usd": usd,
-        }
-        for coin, exchange, price, long_, pair, t, usd in _columns(batch)
-    ]
-
-
-def _columns(batch: EventBatch) -> zip[tuple[str, str, float, bool, str, int, float]]:
-    return zip(
-        batch.coins(),
-        batch.exchanges(),
-        batch.price.tolist(),
-        batch.long.tolist(),
-        batch.pairs(),
-        batch.time.tolist(),
-        batch.usd_value.tolist(),
-        strict=True,
-    )
-
-
-CHANNELS: dict[str, Callable[[EventBatch], list[Item]]] = {
-    CAMEL_CHANNEL: camel_items,
-    SNAKE_CHANNEL: snake_items,
-}
 
 
 # --------------------------------------------------------------------------- frames
@@ -111,64 +57,6 @@ class _Frame:
 
 
 _PONG = _Frame("pong", "", np.empty(0, np.int64), np.empty(0, np.int64))
-
-
-def _dumps(payload: Any) -> str:
-    return json.dumps(payload, separators=(",", ":"))
-
-
-def _break(kind: str, text: str, channel: str, items: list[Item]) -> str:
-    """A frame a careless parser would choke on: cut JSON, `data` not a list, or items
-    without their fields."""
-    if kind == "truncated":
-        return text[: len(text) // 2]
-    if kind == "not_array":
-        return _dumps({"channel": channel, "data": items[0]})
-    return _dumps({"channel": channel, "data": [{"symbol": i["symbol"]} for i in items]})
-
-
-_MALFORMED_KINDS = ("truncated", "not_array", "missing_fields")
-
-
-@dataclass(frozen=True)
-class SentFrame:
-    """A well-formed push as it left the server (recorded only with `record_sent=True`)."""
-
-    conn_id: int
-    channel: str
-    sent_at_ms: int
-    seq: np.ndarray  # feed seqs of its events
-    time: np.ndarray  # their event times, ms
-
-
-@dataclass
-class WsStats:
-    """Counters kept by the server's loop thread (the only writer); read them from anywhere.
-
-    `events_sent` counts events in well-formed frames only; `frames_sent` counts every frame,
-    malformed ones included (also counted in `malformed_frames`). `connections` counts accepted
-    connections, `rejected` those closed for their key or plan, `subscriptions` channels newly
-    subscribed, `pings` plain-text pings received and `pongs` those answered, `ticks` pushes.
-    """
-
-    frames_sent: int = 0
-    events_sent: int = 0
-    malformed_frames: int = 0
-    connections: int = 0
-    rejected: int = 0
-    subscriptions: int = 0
-    pings: int = 0
-    pongs: int = 0
-    ticks: int = 0
-    sent: list[SentFrame] = field(default_factory=list)
-
-    def reset(self) -> None:
-        """Zero in place, so references held by tests stay live."""
-        for name, value in WsStats().__dict__.items():
-            setattr(self, name, value)
-
-    def as_dict(self) -> dict[str, int]:
-        return {k: v for k, v in self.__dict__.items() if k != "sent"}
 
 
 # --------------------------------------------------------------------------- faults
@@ -215,7 +103,7 @@ class WsFaults:
         """Which way to break the next frame, or None to send it intact."""
         if self._malformed_rate <= 0 or self._rng.random() >= self._malformed_rate:
             return None
-        return self._rng.choice(_MALFORMED_KINDS)
+        return self._rng.choice(MALFORMED_KINDS)
 
     def close_connections(
         self, code: int = CloseCode.GOING_AWAY, reason: str = "simulated disconnect"
@@ -425,7 +313,7 @@ class WsSimulator:
             if self.faults.answer_pings and not self.faults.stall:
                 client.queue.put_nowait(_PONG)
             return
-        request = _parse_request(message)
+        request = parse_request(message)
         if request is None:
             return  # no error frame is documented; the real server's reaction is unknown
         method, channels = request
@@ -495,10 +383,10 @@ class WsSimulator:
         for lo in range(0, len(batch), self.max_batch):
             part = batch.take(slice(lo, lo + self.max_batch))
             items = CHANNELS[channel](part)
-            text = _dumps({"channel": channel, "data": items})
+            text = dumps({"channel": channel, "data": items})
             kind = self.faults.malformed_kind()
             if kind is not None:
-                text = _break(kind, text, channel, items)
+                text = break_frame(kind, text, channel, items)
             frames.append(_Frame(text, channel, part.seq, part.time, kind is not None))
         return frames
 
@@ -550,14 +438,3 @@ def _check_path(conn: ServerConnection, request: Request) -> Response | None:
 
 def _bound_port(server: Server) -> int:
     return next(sock.getsockname()[1] for sock in server.sockets)
-
-
-def _parse_request(message: str) -> tuple[str, set[str]] | None:
-    """(method, known channels) of a subscribe/unsubscribe message; None for anything else."""
-    with contextlib.suppress(ValueError):
-        request = json.loads(message)
-        if isinstance(request, dict) and request.get("method") in ("subscribe", "unsubscribe"):
-            channels = request.get("channels")
-            if isinstance(channels, list):
-                return request["method"], {c for c in channels if c in CHANNELS}
-    return None

@@ -18,7 +18,7 @@ from cg_assets.alerts.messages import (
     split_message,
     visible_length,
 )
-from cg_assets.sim.telegram import parse_html, utf16_len
+from cg_assets.sim.telegram_html import parse_html, utf16_len
 from cg_assets.telegram.markup import escape
 from cg_assets_tests.test_alerts.conftest import BAR, snapshot_row
 

@@ -9,7 +9,7 @@ import pytest
 
 from cg_assets.coinglass.plans import DAY_MS, MINUTE_MS
 from cg_assets.sim import LiquidationFeed
-from cg_assets.sim.market import COINS
+from cg_assets.sim.instruments import COINS
 from cg_assets_tests.test_sim.conftest import NOW_MS, Clock
 
 SECOND = 1_000

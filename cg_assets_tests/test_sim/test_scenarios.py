@@ -11,7 +11,8 @@ import pytest
 
 from cg_assets.coinglass.plans import MINUTE_MS
 from cg_assets.sim import Episode, LiquidationFeed, Scenario, SyntheticMarket, scenario_for
-from cg_assets.sim.market import _CHUNK, COINS
+from cg_assets.sim.grid import _CHUNK
+from cg_assets.sim.instruments import COINS
 from cg_assets.sim.scenarios import SPAN_MIN, liquidated_usd
 from cg_assets_tests.test_sim.conftest import EPOCH_MS, HOUR, NOW_MS, Clock
 
@@ -40,7 +41,7 @@ def markets() -> dict[str, SyntheticMarket]:
 
 
 def grid(market: SyntheticMarket, coin: str, until_ms: int) -> dict[str, np.ndarray]:
-    return market._extend(coin, (until_ms - EPOCH_MS) // MINUTE_MS).arrays
+    return market._grid.extend(coin, (until_ms - EPOCH_MS) // MINUTE_MS).arrays
 
 
 def perpetuals(market: SyntheticMarket, coin: str) -> list[tuple[str, str, int]]:

@@ -20,7 +20,8 @@ import requests
 
 import cg_assets
 from cg_assets.sim import TelegramServer
-from cg_assets.sim.telegram import DEFAULT_CHAT_ID, DEFAULT_TOKEN, parse_html
+from cg_assets.sim.telegram import DEFAULT_CHAT_ID, DEFAULT_TOKEN
+from cg_assets.sim.telegram_html import parse_html
 
 TOKEN = "4242:stand-in"
 CHAT = 1001
