@@ -42,17 +42,18 @@ from pydantic import Field, model_validator
 
 from cg_assets.coinglass.plans import DAY_MS, MINUTE_MS
 from cg_assets.heatmaps.buckets import EDGE_TOLERANCE, check_day_divisor, check_grid
+from cg_assets.heatmaps.gallery import publish_pictures
 from cg_assets.heatmaps.inputs import coin_bars, extra_days, lookback_days
 from cg_assets.heatmaps.liquidation import ASSET as LIQUIDATION_HEATMAP
-from cg_assets.heatmaps.liquidation import GROUP, PICTURE, PRICES
+from cg_assets.heatmaps.liquidation import GROUP, PRICES
 from cg_assets.heatmaps.liquidation import SCHEMA as HEATMAP_SCHEMA
-from cg_assets.heatmaps.pictures import Panel, markdown_image, render_png, utc_label
+from cg_assets.heatmaps.pictures import Panel, render_png, utc_label
 from cg_assets.market.series import MARKET_ASSETS_BY_NAME
 from cg_assets.partitions import daily_partitions, days_between, to_ms
 from cg_assets.resources import LakeResource
 from cg_assets.settings import Settings
 from cg_assets.storage import Lake
-from cg_assets.tables import Column, column_schema, schema_of, split_days
+from cg_assets.tables import Column, column_schema, schema_of
 
 ASSET = "composite_heatmap"
 OPEN_INTEREST = "open_interest_ohlc"
@@ -499,15 +500,6 @@ def build_composite_heatmap(settings: Settings) -> dg.AssetsDefinition:
                 con, lake.lake, days, settings.symbols, config, settings.interval_ms, now_ms
             )
         published = lake.publish(ASSET, table, days)
-        pictures = {}
-        for day, part in split_days(table, days).items():
-            if part.num_rows:
-                png = render_png(
-                    composite_panels(part, config.step_minutes * MINUTE_MS),
-                    "score",
-                    score=True,
-                )
-                pictures[day] = (png, lake.lake.write_bytes(ASSET, day, PICTURE, png))
         hot = pc.sum(pc.greater_equal(table["score"], 0.75)).as_py() or 0
         metadata = {
             **published.metadata,
@@ -516,13 +508,17 @@ def build_composite_heatmap(settings: Settings) -> dg.AssetsDefinition:
             "window_minutes": config.window_minutes,
             "weights": f"liq {config.w_liq}, oi {config.w_oi}, swing {config.w_swing}",
         }
-        if pictures:
-            day = max(pictures)
-            png, file = pictures[day]
-            metadata["heatmap"] = dg.MetadataValue.md(markdown_image(png, f"{ASSET} {day}"))
-            metadata["picture_path"] = dg.MetadataValue.path(str(file))
-            metadata["picture_bytes"] = len(png)
-        else:
+        pictures = publish_pictures(
+            lake,
+            ASSET,
+            table,
+            days,
+            lambda part: render_png(
+                composite_panels(part, config.step_minutes * MINUTE_MS), "score", score=True
+            ),
+        )
+        metadata.update(pictures)
+        if not pictures:
             context.log.warning(
                 f"no composite rows for {days[0]}..{days[-1]}: no {PRICES} bars for"
                 f" {', '.join(settings.symbols)} yet, or every window ends in the future"

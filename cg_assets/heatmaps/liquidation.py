@@ -24,8 +24,9 @@ from pydantic import Field, field_validator
 
 from cg_assets.coinglass.plans import MINUTE_MS
 from cg_assets.heatmaps.buckets import EDGE_TOLERANCE, check_day_divisor, check_grid
+from cg_assets.heatmaps.gallery import publish_pictures
 from cg_assets.heatmaps.inputs import coin_bars, extra_days, lookback_days
-from cg_assets.heatmaps.pictures import Panel, markdown_image, render_png, utc_label
+from cg_assets.heatmaps.pictures import Panel, render_png, utc_label
 from cg_assets.liquidations.assets import ASSET as ORDERS
 from cg_assets.liquidations.orders import SCHEMA as ORDERS_SCHEMA
 from cg_assets.market.series import MARKET_ASSETS_BY_NAME
@@ -33,12 +34,11 @@ from cg_assets.partitions import daily_partitions, days_between, to_ms
 from cg_assets.resources import LakeResource
 from cg_assets.settings import Settings
 from cg_assets.storage import Lake
-from cg_assets.tables import Column, column_schema, schema_of, split_days
+from cg_assets.tables import Column, column_schema, schema_of
 
 ASSET = "liquidation_heatmap"
 GROUP = "heatmaps"
 PRICES = "price_ohlc"
-PICTURE = "heatmap.png"
 
 COLUMNS: tuple[Column, ...] = (
     Column("ts", pa.timestamp("ms", tz="UTC"), "Start of the time bucket, UTC"),
@@ -281,11 +281,6 @@ def build_liquidation_heatmap(settings: Settings) -> dg.AssetsDefinition:
                 " those days and re-run"
             )
         published = lake.publish(ASSET, cells, days)
-        pictures = {}
-        for day, part in split_days(cells, days).items():
-            if part.num_rows:
-                png = render_png(heatmap_panels(part, bucket_ms), "USD liquidated")
-                pictures[day] = (png, lake.lake.write_bytes(ASSET, day, PICTURE, png))
         metadata = {
             **published.metadata,
             "events": int(pc.sum(cells["events"]).as_py() or 0),
@@ -294,12 +289,15 @@ def build_liquidation_heatmap(settings: Settings) -> dg.AssetsDefinition:
             "bucket_minutes": config.bucket_minutes,
             "grid": config.grid,
         }
-        if pictures:
-            day = max(pictures)
-            png, file = pictures[day]
-            metadata["heatmap"] = dg.MetadataValue.md(markdown_image(png, f"{ASSET} {day}"))
-            metadata["picture_path"] = dg.MetadataValue.path(str(file))
-            metadata["picture_bytes"] = len(png)
+        metadata.update(
+            publish_pictures(
+                lake,
+                ASSET,
+                cells,
+                days,
+                lambda part: render_png(heatmap_panels(part, bucket_ms), "USD liquidated"),
+            )
+        )
         yield dg.MaterializeResult(metadata=metadata)
         yield dg.AssetCheckResult(
             check_name="usd_conserved",

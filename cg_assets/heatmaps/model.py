@@ -28,8 +28,9 @@ from pydantic import Field, field_validator
 
 from cg_assets.coinglass import CoinGlassPlanError
 from cg_assets.coinglass.plans import Plan
-from cg_assets.heatmaps.liquidation import GROUP, PICTURE
-from cg_assets.heatmaps.pictures import Panel, markdown_image, render_png, utc_label
+from cg_assets.heatmaps.gallery import PICTURE, picture_metadata
+from cg_assets.heatmaps.liquidation import GROUP
+from cg_assets.heatmaps.pictures import Panel, render_png, utc_label
 from cg_assets.resources import CoinGlassResource, LakeResource
 from cg_assets.settings import Settings
 from cg_assets.tables import Column, column_schema, schema_of
@@ -209,11 +210,8 @@ def build_model_heatmap(settings: Settings) -> dg.AssetsDefinition:
         ]
         if panels:
             png = render_png(panels, "USD at level")
-            metadata["heatmap"] = dg.MetadataValue.md(markdown_image(png, ASSET))
-            metadata["picture_path"] = dg.MetadataValue.path(
-                lake.lake.write_bytes(ASSET, today, PICTURE, png)
-            )
-            metadata["picture_bytes"] = len(png)
+            file = lake.lake.write_bytes(ASSET, today, PICTURE, png)
+            metadata.update(picture_metadata(png, ASSET, file))
         yield dg.MaterializeResult(metadata=metadata)
 
     return coinglass_liquidation_heatmap
