@@ -53,6 +53,7 @@ from cg_assets.partitions import daily_partitions, days_between, to_ms
 from cg_assets.resources import LakeResource
 from cg_assets.settings import Settings
 from cg_assets.storage import Lake
+from cg_assets.storage.checks import SCHEMA_CHECK
 from cg_assets.tables import Column, column_schema, schema_of
 
 ASSET = "composite_heatmap"
@@ -76,6 +77,17 @@ COLUMNS: tuple[Column, ...] = (
     Column("oi_build_usd", pa.float64(), "OI increase attributed to the bucket, USD"),
 )
 SCHEMA = schema_of(COLUMNS)
+
+CHECKS = {
+    SCHEMA_CHECK: "Columns and types match the contract.",
+    "scores_in_range": "liq_norm, oi_norm, swing and score all lie in [0, 1].",
+}
+# Read back from the stored days: a value the run computed right but stored wrong fails too.
+CHECK_SQL = {
+    "scores_in_range": "SELECT count(*) FROM rows WHERE NOT coalesce("
+    + " AND ".join(f"{c} BETWEEN 0 AND 1" for c in ("liq_norm", "oi_norm", "swing", "score"))
+    + ", false)",
+}
 _PRICE_SCHEMA = MARKET_ASSETS_BY_NAME[PRICES].schema
 _OI_SCHEMA = MARKET_ASSETS_BY_NAME[OPEN_INTEREST].schema
 
@@ -447,11 +459,6 @@ def composite_panels(table: pa.Table, step_ms: int) -> list[Panel]:
     return panels
 
 
-def _outside_unit(values: pa.ChunkedArray) -> int:
-    inside = pc.and_(pc.greater_equal(values, 0.0), pc.less_equal(values, 1.0))
-    return int(pc.sum(pc.invert(pc.fill_null(inside, False))).as_py() or 0)
-
-
 def build_composite_heatmap(settings: Settings) -> dg.AssetsDefinition:
     @dg.asset(
         name=ASSET,
@@ -482,11 +489,7 @@ def build_composite_heatmap(settings: Settings) -> dg.AssetsDefinition:
         ],
         metadata={"dagster/column_schema": column_schema(COLUMNS)},
         check_specs=[
-            dg.AssetCheckSpec(
-                "scores_in_range",
-                asset=ASSET,
-                description="liq_norm, oi_norm, swing and score all lie in [0, 1].",
-            )
+            dg.AssetCheckSpec(name, asset=ASSET, description=text) for name, text in CHECKS.items()
         ],
     )
     def composite_heatmap(
@@ -524,12 +527,6 @@ def build_composite_heatmap(settings: Settings) -> dg.AssetsDefinition:
                 f" {', '.join(settings.symbols)} yet, or every window ends in the future"
             )
         yield dg.MaterializeResult(metadata=metadata)
-        bad = sum(_outside_unit(table[c]) for c in ("liq_norm", "oi_norm", "swing", "score"))
-        yield dg.AssetCheckResult(
-            check_name="scores_in_range",
-            passed=bad == 0,
-            description=f"{bad} value(s) outside [0, 1]" if bad else "all values in [0, 1]",
-            metadata={"offending_values": bad},
-        )
+        yield from lake.check_results(ASSET, days, SCHEMA, CHECK_SQL)
 
     return composite_heatmap

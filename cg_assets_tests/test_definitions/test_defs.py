@@ -54,6 +54,7 @@ DOMAIN_CHECKS = {
     ("liquidation_orders", "valid_values"),
     ("liquidation_orders", "sidecar_fresh"),
     ("liquidation_heatmap", "usd_conserved"),
+    ("composite_heatmap", "schema"),
     ("composite_heatmap", "scores_in_range"),
     ("market_snapshot", "schema"),
     ("market_snapshot", "unique_key"),

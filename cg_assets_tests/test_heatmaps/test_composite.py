@@ -12,6 +12,9 @@ import pytest
 from pydantic import ValidationError
 
 from cg_assets.heatmaps.composite import (
+    ASSET,
+    CHECK_SQL,
+    SCHEMA,
     CompositeHeatmapConfig,
     SwingParams,
     Weights,
@@ -22,6 +25,7 @@ from cg_assets.heatmaps.composite import (
     swing_proximity,
 )
 from cg_assets.heatmaps.liquidation import SCHEMA as HEATMAP_SCHEMA
+from cg_assets.resources import LakeResource
 from cg_assets.storage import Lake
 from cg_assets_tests.test_heatmaps.conftest import HOUR, day_start_ms, oi_table, prices_table
 from cg_assets_tests.test_heatmaps.test_liquidation_sql import DAY, T0
@@ -198,3 +202,22 @@ def test_composite_without_liquidations_has_no_nan(tmp_path: Path):
         values = table[column].to_numpy()
         assert not np.isnan(values).any()
         assert values.tolist() == [0.0] * 6
+
+
+def test_scores_check_reads_back_what_was_stored(composite_lake: Lake, tmp_path: Path):
+    config = CompositeHeatmapConfig(step_minutes=60)
+    table = compute_composite(
+        duckdb.connect(), composite_lake, [DAY], ("BTC", "ETH"), config, HOUR, T0 + 10 * HOUR
+    )
+    resource = LakeResource.at(composite_lake.data_dir)
+    resource.lake.write_day(ASSET, DAY, table)
+
+    def passed() -> dict[str, bool]:
+        outcomes = resource.checks(ASSET, [DAY], SCHEMA, CHECK_SQL)
+        return {o.name: o.passed for o in outcomes}
+
+    assert passed() == {"schema": True, "scores_in_range": True}
+    score = table.column_names.index("score")
+    broken = table.set_column(score, "score", pa.array([1.5] * table.num_rows, pa.float64()))
+    resource.lake.write_day(ASSET, DAY, broken)
+    assert passed() == {"schema": True, "scores_in_range": False}
