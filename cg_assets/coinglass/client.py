@@ -34,6 +34,7 @@ from cg_assets.coinglass.errors import (
 from cg_assets.coinglass.pagination import merge_bars, windows
 from cg_assets.coinglass.plans import PLAN_LIMITS, Plan, interval_ms, parse_plan
 from cg_assets.coinglass.ratelimit import RateLimiter, shared_limiter
+from cg_assets.coinglass.slots import SlotStore
 
 logger = logging.getLogger("cg_assets.coinglass")
 
@@ -149,6 +150,7 @@ class CoinGlassClient:
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
         limiter: RateLimiter | None = None,
+        slot_store: SlotStore | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
@@ -161,7 +163,9 @@ class CoinGlassClient:
         self.backoff_cap_s = backoff_cap_s
         self._api_key = api_key or None
         rate = rate_limit_per_min or PLAN_LIMITS[self.plan].requests_per_minute
-        self.limiter = limiter or shared_limiter(self.base_url, self._api_key, rate, rate_safety)
+        self.limiter = limiter or shared_limiter(
+            self.base_url, self._api_key, rate, rate_safety, slot_store
+        )
         self.stats = ClientStats()
         self._session = self._new_session()
         self._pairs: dict[str, list[dict[str, Any]]] | None = None

@@ -17,6 +17,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from cg_assets.coinglass.slots import SlotStore
+
 logger = logging.getLogger("cg_assets.coinglass")
 
 # The share of the key's limit we let the window reach once another process (say a second
@@ -32,8 +34,10 @@ class RateLimiter:
     """Strictly spaced request slots: no two slots closer than 60 / (rate x safety) seconds.
 
     The server's usage headers (`observe`) and 429s (`penalize`) push the schedule out when
-    other users of the key leave less room. `clock` and `sleep` are injectable so tests can
-    run minutes of schedule in milliseconds.
+    other users of the key leave less room. With a `store`, the schedule is the key's shared
+    one (`cg_assets.coinglass.slots`), so every process using the key keeps to one rate; the
+    clock must then be the wall clock, which all those processes share. `clock` and `sleep`
+    are injectable so tests can run minutes of schedule in milliseconds.
     """
 
     def __init__(
@@ -43,6 +47,8 @@ class RateLimiter:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        store: SlotStore | None = None,
+        store_key: str = "",
     ) -> None:
         if rate_per_min <= 0 or not 0 < safety <= 1:
             raise ValueError(
@@ -52,6 +58,8 @@ class RateLimiter:
         self.safety = safety
         self._clock = clock
         self._sleep = sleep
+        self._store = store
+        self._store_key = store_key
         self._lock = threading.Lock()
         self._spacing = 60.0 / (rate_per_min * safety)
         self._next_slot = -math.inf
@@ -70,17 +78,27 @@ class RateLimiter:
         """Block until this caller's slot; returns the seconds waited."""
         started = self._clock()
         while True:
-            with self._lock:
-                generation = self._generation
-                slot = max(self._clock(), self._next_slot)
-                self._next_slot = slot + self._spacing
+            slot, generation = self._take()
             self._sleep_until(slot)
             with self._lock:
-                if self._generation == generation:
+                if self._current_generation() == generation:
                     now = self._clock()
                     self._own_in_window_locked(now)  # keeps the record one window long
                     self._own_slots.append(now)
                     return now - started
+
+    def _take(self) -> tuple[float, int]:
+        if self._store is not None:
+            return self._store.take(self._store_key, self._spacing, self._clock())
+        with self._lock:
+            slot = max(self._clock(), self._next_slot)
+            self._next_slot = slot + self._spacing
+            return slot, self._generation
+
+    def _current_generation(self) -> int:
+        if self._store is not None:
+            return self._store.generation(self._store_key)
+        return self._generation
 
     def observe(self, use: int | None, limit: int | None) -> None:
         """Feed the server's API-KEY-USE-LIMIT / API-KEY-MAX-LIMIT headers.
@@ -130,7 +148,9 @@ class RateLimiter:
         return len(self._own_slots)
 
     def _push_locked(self, not_before: float) -> None:
-        if not_before > self._next_slot:
+        if self._store is not None:
+            self._store.push(self._store_key, not_before)
+        elif not_before > self._next_slot:
             self._next_slot = not_before
             self._generation += 1
 
@@ -139,22 +159,38 @@ class RateLimiter:
             self._sleep(remaining)
 
 
-_registry: dict[tuple[str, str, int], RateLimiter] = {}
+_registry: dict[tuple[str, str, int, str], RateLimiter] = {}
 _registry_lock = threading.Lock()
 
 
 def shared_limiter(
-    base_url: str, api_key: str | None, rate_per_min: int, safety: float = 0.95
+    base_url: str,
+    api_key: str | None,
+    rate_per_min: int,
+    safety: float = 0.95,
+    store: SlotStore | None = None,
 ) -> RateLimiter:
     """The process-wide limiter for this server, key and rate (created on first use).
 
-    The key is hashed so the registry never holds it in clear. The first caller's `safety`
-    wins for a given triple.
+    With a `store`, it also keeps to the key's schedule shared with other processes. The key
+    is hashed so neither the registry nor the store holds it in clear. The first caller's
+    `safety` wins for a given triple.
     """
     key_hash = hashlib.sha256((api_key or "").encode()).hexdigest()[:16]
-    registry_key = (base_url.rstrip("/"), key_hash, rate_per_min)
+    server = base_url.rstrip("/")
+    registry_key = (server, key_hash, rate_per_min, store.ident if store else "")
     with _registry_lock:
         limiter = _registry.get(registry_key)
         if limiter is None:
-            limiter = _registry[registry_key] = RateLimiter(rate_per_min, safety)
+            limiter = _registry[registry_key] = (
+                RateLimiter(rate_per_min, safety)
+                if store is None
+                else RateLimiter(
+                    rate_per_min,
+                    safety,
+                    clock=time.time,
+                    store=store,
+                    store_key=f"{server}#{key_hash}",
+                )
+            )
         return limiter

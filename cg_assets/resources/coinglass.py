@@ -1,8 +1,8 @@
 """The CoinGlass client as a Dagster resource.
 
 The key arrives through `EnvVar`, so Dagster resolves it when a run starts and shows only the
-variable's name in the UI and run config. One client (one pooled session, one rate limiter per
-process) serves every thread of a run.
+variable's name in the UI and run config. One client (one pooled session) serves every thread
+of a run, and every run on the machine keeps to the key's one request schedule.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from cg_assets.coinglass import CoinGlassClient
+from cg_assets.coinglass.slots import SqliteSlots
 from cg_assets.settings import DEFAULT_API_BASE_URL
 
 
@@ -27,6 +28,9 @@ class CoinGlassResource(dg.ConfigurableResource):
     rate_limit_per_min: int | None = None
     timeout_s: float = 10.0
     max_attempts: int = 6
+    # The key's request schedule shared by every run on this machine (a SQLite file); None
+    # keeps it per process.
+    schedule_path: str | None = None
 
     _client: CoinGlassClient | None = PrivateAttr(default=None)
 
@@ -51,6 +55,7 @@ class CoinGlassResource(dg.ConfigurableResource):
             timeout_s=self.timeout_s,
             max_attempts=self.max_attempts,
             rate_limit_per_min=self.rate_limit_per_min,
+            slot_store=SqliteSlots(self.schedule_path) if self.schedule_path else None,
         )
 
     @property

@@ -1,0 +1,97 @@
+"""The request schedule of an API key, shared by every process that uses the key.
+
+Each Dagster run is its own process, and a deployment runs them on several nodes, so a limiter
+held in one process's memory lets N parallel backfills send N times the plan's rate. The
+schedule therefore lives in a database every run reaches: the next free slot per key, taken by
+one atomic statement (`take`), and pushed out by a 429 or by the server's usage headers
+(`push`, which also bumps a generation so callers already asleep on an older slot take a new
+one). Slots are wall-clock seconds, since processes on different nodes share no monotonic
+clock.
+
+Why not pyrate-limiter's SQL buckets: they count requests in a window (a bucket allows a burst
+of its capacity), while CoinGlass's sliding 60 s window is best met with evenly spaced slots,
+which is one row and one statement per request here. `SqliteSlots` serves one machine (its file
+lives in CG_DATA_DIR); the statements are plain SQL so a server database can hold the same table.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Protocol
+
+TAKE_SQL = """
+INSERT INTO cg_rate_schedule (key, next_slot, generation)
+VALUES (:key, :now + :spacing, 0)
+ON CONFLICT (key) DO UPDATE
+SET next_slot = max(cg_rate_schedule.next_slot, :now) + :spacing
+RETURNING next_slot - :spacing, generation
+"""
+
+PUSH_SQL = """
+INSERT INTO cg_rate_schedule (key, next_slot, generation)
+VALUES (:key, :not_before, 1)
+ON CONFLICT (key) DO UPDATE
+SET next_slot = :not_before, generation = cg_rate_schedule.generation + 1
+WHERE cg_rate_schedule.next_slot < :not_before
+"""
+
+GENERATION_SQL = "SELECT generation FROM cg_rate_schedule WHERE key = :key"
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS cg_rate_schedule (
+    key TEXT PRIMARY KEY,
+    next_slot DOUBLE PRECISION NOT NULL,
+    generation BIGINT NOT NULL
+)
+"""
+
+
+class SlotStore(Protocol):
+    ident: str  # which schedule this is, e.g. "sqlite:/data/rate_schedule.sqlite"
+
+    def take(self, key: str, spacing_s: float, now: float) -> tuple[float, int]:
+        """Reserve the key's next slot at or after `now`: (slot time, schedule generation)."""
+        ...
+
+    def push(self, key: str, not_before: float) -> None:
+        """No slot of the key before `not_before` (a later push wins; earlier ones are no-ops)."""
+        ...
+
+    def generation(self, key: str) -> int:
+        """Bumped by every effective push: a sleeper on an older generation must re-take."""
+        ...
+
+
+class SqliteSlots:
+    """The schedule in a SQLite file: every process of one machine shares it."""
+
+    def __init__(self, path: Path | str, busy_timeout_s: float = 30.0) -> None:
+        self.path = Path(path).resolve()
+        self.ident = f"sqlite:{self.path}"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._busy_timeout_s = busy_timeout_s
+        self._local = threading.local()
+        with self._connect() as con:
+            con.execute(SCHEMA_SQL)
+
+    def _connect(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = sqlite3.connect(self.path, timeout=self._busy_timeout_s, isolation_level=None)
+            con.execute("PRAGMA journal_mode=WAL")
+            self._local.con = con
+        return con
+
+    def take(self, key: str, spacing_s: float, now: float) -> tuple[float, int]:
+        con = self._connect()
+        row = con.execute(TAKE_SQL, {"key": key, "now": now, "spacing": spacing_s}).fetchone()
+        return float(row[0]), int(row[1])
+
+    def push(self, key: str, not_before: float) -> None:
+        self._connect().execute(PUSH_SQL, {"key": key, "not_before": not_before})
+
+    def generation(self, key: str) -> int:
+        row = self._connect().execute(GENERATION_SQL, {"key": key}).fetchone()
+        return int(row[0]) if row else 0
