@@ -28,7 +28,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             api_key=api_key,
             plan=settings.plan.value,
             rate_limit_per_min=settings.rate_limit_per_min,
-            schedule_path=str(settings.data_dir / "rate_schedule.sqlite"),
+            schedule_location=dg.EnvVar("CG_STATE_DSN")
+            if os.environ.get("CG_STATE_DSN")
+            else str(settings.data_dir / "rate_schedule.sqlite"),
         ),
         "lake": LakeResource.at(settings.data_dir),
         # Shared by the alerts domain and the liquidations domain's sidecar health sensor.

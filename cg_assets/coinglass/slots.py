@@ -11,7 +11,8 @@ clock.
 Why not pyrate-limiter's SQL buckets: they count requests in a window (a bucket allows a burst
 of its capacity), while CoinGlass's sliding 60 s window is best met with evenly spaced slots,
 which is one row and one statement per request here. `SqliteSlots` serves one machine (its file
-lives in CG_DATA_DIR); the statements are plain SQL so a server database can hold the same table.
+lives in CG_DATA_DIR); `PostgresSlots` serves a deployment whose runs start on any node.
+`slot_store` picks one from a location.
 """
 
 from __future__ import annotations
@@ -38,6 +39,25 @@ WHERE cg_rate_schedule.next_slot < :not_before
 """
 
 GENERATION_SQL = "SELECT generation FROM cg_rate_schedule WHERE key = :key"
+
+# The same statements in PostgreSQL's dialect (GREATEST, %(name)s parameters).
+PG_TAKE_SQL = """
+INSERT INTO cg_rate_schedule (key, next_slot, generation)
+VALUES (%(key)s, %(now)s + %(spacing)s, 0)
+ON CONFLICT (key) DO UPDATE
+SET next_slot = GREATEST(cg_rate_schedule.next_slot, %(now)s) + %(spacing)s
+RETURNING next_slot - %(spacing)s, generation
+"""
+
+PG_PUSH_SQL = """
+INSERT INTO cg_rate_schedule (key, next_slot, generation)
+VALUES (%(key)s, %(not_before)s, 1)
+ON CONFLICT (key) DO UPDATE
+SET next_slot = %(not_before)s, generation = cg_rate_schedule.generation + 1
+WHERE cg_rate_schedule.next_slot < %(not_before)s
+"""
+
+PG_GENERATION_SQL = "SELECT generation FROM cg_rate_schedule WHERE key = %(key)s"
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS cg_rate_schedule (
@@ -95,3 +115,45 @@ class SqliteSlots:
     def generation(self, key: str) -> int:
         row = self._connect().execute(GENERATION_SQL, {"key": key}).fetchone()
         return int(row[0]) if row else 0
+
+
+class PostgresSlots:
+    """The schedule in PostgreSQL: every process on every node of a deployment shares it."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        # The DSN may carry a password: the ident names only the database's location.
+        self.ident = "postgresql:" + dsn.rsplit("@", 1)[-1]
+        self._local = threading.local()
+        self._execute(SCHEMA_SQL, {})
+
+    def _execute(self, sql: str, params: dict[str, object]) -> tuple | None:
+        import psycopg2
+
+        con = getattr(self._local, "con", None)
+        if con is None or con.closed:
+            con = self._local.con = psycopg2.connect(self._dsn)
+            con.autocommit = True
+        with con.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchone() if cur.description else None
+
+    def take(self, key: str, spacing_s: float, now: float) -> tuple[float, int]:
+        row = self._execute(PG_TAKE_SQL, {"key": key, "now": now, "spacing": spacing_s})
+        if row is None:
+            raise RuntimeError("the schedule upsert returned no row")
+        return float(row[0]), int(row[1])
+
+    def push(self, key: str, not_before: float) -> None:
+        self._execute(PG_PUSH_SQL, {"key": key, "not_before": not_before})
+
+    def generation(self, key: str) -> int:
+        row = self._execute(PG_GENERATION_SQL, {"key": key})
+        return int(row[0]) if row else 0
+
+
+def slot_store(location: str) -> SlotStore:
+    """A `postgresql://` DSN, or the path of a SQLite file."""
+    if location.startswith(("postgresql://", "postgres://")):
+        return PostgresSlots(location)
+    return SqliteSlots(location)

@@ -11,7 +11,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from cg_assets.coinglass import CoinGlassClient
-from cg_assets.coinglass.slots import SqliteSlots
+from cg_assets.coinglass.slots import slot_store
 from cg_assets.settings import DEFAULT_API_BASE_URL
 
 
@@ -28,9 +28,10 @@ class CoinGlassResource(dg.ConfigurableResource):
     rate_limit_per_min: int | None = None
     timeout_s: float = 10.0
     max_attempts: int = 6
-    # The key's request schedule shared by every run on this machine (a SQLite file); None
-    # keeps it per process.
-    schedule_path: str | None = None
+    # Where the key's request schedule shared by every run lives: a SQLite file (one machine)
+    # or a PostgreSQL DSN (a deployment; given as EnvVar("CG_STATE_DSN"), so it is never shown).
+    # None keeps the schedule per process.
+    schedule_location: str | None = None
 
     _client: CoinGlassClient | None = PrivateAttr(default=None)
 
@@ -55,7 +56,7 @@ class CoinGlassResource(dg.ConfigurableResource):
             timeout_s=self.timeout_s,
             max_attempts=self.max_attempts,
             rate_limit_per_min=self.rate_limit_per_min,
-            slot_store=SqliteSlots(self.schedule_path) if self.schedule_path else None,
+            slot_store=slot_store(self.schedule_location) if self.schedule_location else None,
         )
 
     @property

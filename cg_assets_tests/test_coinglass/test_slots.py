@@ -1,4 +1,5 @@
-"""The key's request schedule shared across processes (SQLite here)."""
+"""The key's request schedule shared across processes: the same tests for SQLite and
+PostgreSQL (a real server, see postgres_harness)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,29 @@ from pathlib import Path
 import pytest
 
 from cg_assets.coinglass.ratelimit import RateLimiter
-from cg_assets.coinglass.slots import SqliteSlots
+from cg_assets.coinglass.slots import SlotStore, slot_store
 
 
-def test_slots_are_spaced_from_now_or_the_last_slot(tmp_path: Path):
-    store = SqliteSlots(tmp_path / "s.sqlite")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "s.sqlite")
+    return request.getfixturevalue("postgres_dsn")
+
+
+@pytest.fixture
+def store(location: str) -> SlotStore:
+    return slot_store(location)
+
+
+def test_slots_are_spaced_from_now_or_the_last_slot(store: SlotStore):
     assert store.take("k", 0.5, now=100.0) == (100.0, 0)
     assert store.take("k", 0.5, now=100.1) == (100.5, 0)
     assert store.take("k", 0.5, now=200.0) == (200.0, 0)  # idle: no backlog of old slots
     assert store.take("other", 0.5, now=100.0) == (100.0, 0)  # keys are independent
 
 
-def test_a_push_moves_the_schedule_and_bumps_the_generation_once(tmp_path: Path):
-    store = SqliteSlots(tmp_path / "s.sqlite")
+def test_a_push_moves_the_schedule_and_bumps_the_generation_once(store: SlotStore):
     store.take("k", 1.0, now=10.0)
     store.push("k", 50.0)
     assert store.generation("k") == 1
@@ -32,20 +43,20 @@ def test_a_push_moves_the_schedule_and_bumps_the_generation_once(tmp_path: Path)
 
 TAKER = """
 import sys
-from cg_assets.coinglass.slots import SqliteSlots
-store = SqliteSlots(sys.argv[1])
+from cg_assets.coinglass.slots import slot_store
+store = slot_store(sys.argv[1])
 for _ in range(int(sys.argv[2])):
     slot, _ = store.take("key", 0.25, now=1000.0)
     print(repr(slot), flush=True)
 """
 
 
-def test_processes_sharing_the_file_never_get_the_same_or_closer_slots(tmp_path: Path):
-    path = tmp_path / "s.sqlite"
-    SqliteSlots(path)
+def test_processes_sharing_the_store_never_get_the_same_or_closer_slots(
+    store: SlotStore, location: str
+):
     takers = [
         subprocess.Popen(
-            [sys.executable, "-c", TAKER, str(path), "40"], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", TAKER, location, "40"], stdout=subprocess.PIPE, text=True
         )
         for _ in range(4)
     ]
@@ -66,9 +77,8 @@ class FakeWall:
         self.now += seconds
 
 
-def test_two_limiters_on_one_store_keep_one_rate_and_share_a_penalty(tmp_path: Path):
+def test_two_limiters_on_one_store_keep_one_rate_and_share_a_penalty(store: SlotStore):
     wall = FakeWall()
-    store = SqliteSlots(tmp_path / "s.sqlite")
 
     def limiter() -> RateLimiter:
         return RateLimiter(60, 1.0, clock=wall, sleep=wall.sleep, store=store, store_key="k")
@@ -82,3 +92,12 @@ def test_two_limiters_on_one_store_keep_one_rate_and_share_a_penalty(tmp_path: P
     a.penalize(30.0)
     b.acquire()
     assert wall.now == pytest.approx(1033.0)  # b waits out a's 429 too
+
+
+def test_the_ident_never_carries_the_password(postgres_dsn: str):
+    with_password = postgres_dsn.replace("://postgres@", "://postgres:s3cret@")
+    assert "s3cret" in with_password  # trust authentication ignores it
+    store = slot_store(with_password)
+    assert store.take("k", 1.0, now=5.0) == (5.0, 0)
+    assert "s3cret" not in store.ident
+    assert store.ident.startswith("postgresql:127.0.0.1:")
