@@ -57,18 +57,9 @@ def main() -> int:
     failed = 0
     for when in args.dates:
         started = time.monotonic()
+        pytest = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
         proc = subprocess.run(
-            [
-                "faketime",
-                when,
-                sys.executable,
-                "-m",
-                "pytest",
-                "-q",
-                "-p",
-                "no:cacheprovider",
-                *args.pytest_args,
-            ],
+            ["faketime", "-f", _offset(when), *pytest, *args.pytest_args],
             cwd=ROOT,
             env={**os.environ, "FAKETIME_DONT_RESET": "1"},
             capture_output=True,
