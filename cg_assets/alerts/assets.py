@@ -6,6 +6,11 @@ de-duplication and cooldowns, sends, and records the outcome. The asset is not p
 acts on "now" (the newest bar, judged stale or not against the wall clock), and its record is
 the alert ledger, not a table of partitions; re-running it for the same bar sends nothing twice
 because each digest's ledger key is (coin, bar).
+
+It also pays what earlier evaluations owe: a digest that was claimed but never confirmed sent
+(the run died or was interrupted, Telegram failed or did not answer) is sent again, before the
+newest bar's, for `stale_after_bars` bars after it was first decided, and judged fresh or
+stale as of that first decision, since only its delivery was late.
 """
 
 import time
@@ -37,13 +42,17 @@ ASSET = "telegram_alerts"
 GROUP = "alerts"
 PREVIEW_CHARS = 1500
 
-# The newest evaluated bar of each configured coin within the days read.
+DIGEST_PREFIX = "digest:"
+
+# The newest evaluated bar of each configured coin within the days read, and the bars named in
+# $owed ("symbol@epoch ms") whose digests an earlier evaluation did not deliver; oldest first.
 LATEST_SNAPSHOT_SQL = """
 SELECT * EXCLUDE (date)
 FROM market_snapshot
 WHERE list_contains($symbols, symbol)
 QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC) = 1
-ORDER BY symbol
+    OR list_contains($owed, symbol || '@' || epoch_ms(ts))
+ORDER BY symbol, ts
 """
 
 # Every signal of the configured coins within the days read (matched to the bars above).
@@ -69,17 +78,40 @@ class Evaluation:
 
     @property
     def key(self) -> str:
-        return f"digest:{self.coin}:{self.ts.astimezone(UTC):%Y-%m-%dT%H:%MZ}"
+        return digest_key(self.coin, self.ts)
+
+
+def digest_key(coin: str, ts: datetime) -> str:
+    """The ledger key of one coin's digest for the bar starting at `ts`."""
+    return f"{DIGEST_PREFIX}{coin}:{ts.astimezone(UTC):%Y-%m-%dT%H:%MZ}"
+
+
+def digest_bar(key: str) -> tuple[str, datetime]:
+    """(coin, bar start) of a `digest_key`; ValueError names a key of another shape."""
+    coin, _, stamp = key.removeprefix(DIGEST_PREFIX).partition(":")
+    try:
+        if not key.startswith(DIGEST_PREFIX) or not coin:
+            raise ValueError
+        return coin, datetime.strptime(stamp, "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(f"key={key!r}: expected {DIGEST_PREFIX}COIN:YYYY-MM-DDTHH:MMZ") from None
 
 
 def read_evaluations(
-    con: duckdb.DuckDBPyConnection, lake: Lake, symbols: Sequence[str], days: Sequence[date]
+    con: duckdb.DuckDBPyConnection,
+    lake: Lake,
+    symbols: Sequence[str],
+    days: Sequence[date],
+    owed: Sequence[tuple[str, datetime]] = (),
 ) -> list[Evaluation]:
-    """The newest `market_snapshot` bar per coin within `days`, with its signals."""
+    """The newest `market_snapshot` bar per coin within `days`, and the `owed` (coin, bar)
+    ones, with their signals; per coin oldest first."""
     lake.attach(con, SNAPSHOT, days, SNAPSHOT_SCHEMA)
     lake.attach(con, SIGNALS, days, SIGNALS_SCHEMA)
     params = {"symbols": list(symbols)}
-    snapshots = con.sql(LATEST_SNAPSHOT_SQL, params=params).to_arrow_table()
+    owed_bars = [f"{coin}@{int(ts.timestamp() * 1000)}" for coin, ts in owed]
+    snapshots = con.sql(LATEST_SNAPSHOT_SQL, params={**params, "owed": owed_bars})
+    snapshots = snapshots.to_arrow_table()
     signals = con.sql(SIGNALS_SQL, params=params).to_arrow_table()
     fired: dict[tuple[str, datetime], list[SignalLine]] = {}
     for row in signals.to_pylist():
@@ -133,13 +165,21 @@ def build_alert_assets(
         context: dg.AssetExecutionContext, telegram: TelegramResource, lake: LakeResource
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         now = datetime.fromtimestamp(clock(), UTC)
+        ledger = telegram.ledger(lake.lake.data_dir, clock)
+        retry_s = settings.interval_ms / 1000 * telegram.stale_after_bars
+        owed = {r.key: r for r in ledger.undelivered(DIGEST_PREFIX, now.timestamp() - retry_s)}
+        owed_bars = [digest_bar(key) for key in owed]
         reach = timedelta(milliseconds=settings.interval_ms * (telegram.stale_after_bars + 1))
-        since = datetime.combine((now - reach - timedelta(days=1)).date(), time_of_day.min, UTC)
+        oldest = min([now - reach, *(ts for _, ts in owed_bars)])
+        since = datetime.combine((oldest - timedelta(days=1)).date(), time_of_day.min, UTC)
         with lake.connect() as con:
             evaluations = read_evaluations(
-                con, lake.lake, settings.symbols, days_between(since, now + timedelta(days=1))
+                con,
+                lake.lake,
+                settings.symbols,
+                days_between(since, now + timedelta(days=1)),
+                owed_bars,
             )
-        ledger = telegram.ledger(lake.lake.data_dir, clock)
         gate = telegram.gate()
         chat_id, chat_setting = telegram.target()
         pending = [e for e in evaluations if e.signals]
@@ -152,8 +192,11 @@ def build_alert_assets(
         else:
             with telegram.sender() as sender:
                 for evaluation in pending:
+                    # An owed digest is judged as of when it was first decided.
+                    decided = owed.get(evaluation.key)
+                    as_of = datetime.fromtimestamp(decided.created_at, UTC) if decided else now
                     stale = stale_reason(
-                        evaluation.snapshot, now, settings.interval_ms, telegram.stale_after_bars
+                        evaluation.snapshot, as_of, settings.interval_ms, telegram.stale_after_bars
                     )
                     outcomes.append(
                         _deliver(
@@ -167,8 +210,8 @@ def build_alert_assets(
                             chat_setting,
                         )
                     )
-        yield dg.MaterializeResult(metadata=_metadata(evaluations, outcomes, ledger))
-        failed = [o for o in outcomes if o.status == "failed"]
+        yield dg.MaterializeResult(metadata=_metadata(evaluations, outcomes, ledger, list(owed)))
+        failed = [o for o in outcomes if o.status in ("failed", "unknown")]
         yield dg.AssetCheckResult(
             check_name="delivered",
             passed=not failed,
@@ -214,7 +257,7 @@ def _deliver(
     message = f"{evaluation.key}: {outcome.status}" + (
         f" ({outcome.reason})" if outcome.reason else ""
     )
-    if outcome.status == "failed" or "stale inputs" in outcome.reason:
+    if outcome.status in ("failed", "unknown") or "stale inputs" in outcome.reason:
         context.log.warning(message)
     else:
         context.log.info(message)
@@ -222,10 +265,13 @@ def _deliver(
 
 
 def _metadata(
-    evaluations: Sequence[Evaluation], outcomes: Sequence[Outcome], ledger: AlertLedger
+    evaluations: Sequence[Evaluation],
+    outcomes: Sequence[Outcome],
+    ledger: AlertLedger,
+    owed: Sequence[str],
 ) -> dict[str, Any]:
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("sent", "suppressed", "failed")}
-    counts["skipped"] = sum(o.status == "skipped" for o in outcomes)
+    statuses = ("sent", "suppressed", "failed", "unknown", "skipped")
+    counts = {s: sum(o.status == s for o in outcomes) for s in statuses}
     shown = next((o for o in outcomes if o.status == "sent"), outcomes[0] if outcomes else None)
     rows = [
         f"| {o.coin} | {o.status} | {o.message_id or ''} | {_cell(o.reason)} |" for o in outcomes
@@ -240,6 +286,7 @@ def _metadata(
         if rows
         else "no signals on the newest bars",
         "preview": dg.MetadataValue.text(shown.text[:PREVIEW_CHARS]) if shown else "",
+        "owed": dg.MetadataValue.json(list(owed)),
         "ledger": str(ledger.path),
     }
 

@@ -183,9 +183,11 @@ def build_headsup_asset(settings: Settings) -> dg.AssetsDefinition:
             )
             headsup_ms = int(time.time() * 1000)
             context.log.info(f"heads-up {first.key}: {first.status} {first.reason}".strip())
-            if first.status != "sent" and not gate:
-                # Held back (an earlier burst of this coin was told moments ago) or refused by
-                # Telegram: a verdict without its heads-up would confuse the reader.
+            if first.message_id is None and not gate:
+                # Held back (an earlier burst of this coin was told moments ago), refused by
+                # Telegram or of unknown delivery: a verdict without its heads-up would confuse
+                # the reader. A heads-up sent by an earlier try of this run has its message id,
+                # so a re-executed run still sends the verdict.
                 return _result(config, first, None, None, headsup_ms)
             tables = fetch_evidence_tables(
                 coinglass, settings, config.coin, config.rules, headsup_ms

@@ -21,7 +21,7 @@ from typing import Any
 
 from cg_assets.coinglass.plans import HOUR_MS, MINUTE_MS, interval_ms
 from cg_assets.telegram.ledger import LEVEL_RANK, LEVELS
-from cg_assets.telegram.markup import escape
+from cg_assets.telegram.markup import REPEAT_NOTICE_LENGTH, escape
 
 MAX_MESSAGE_LENGTH = 4096  # telegram.constants.MessageLimit.MAX_TEXT_LENGTH
 MAX_TITLE_LENGTH = 200
@@ -71,12 +71,13 @@ def render_digest(
     *,
     also_active: Sequence[SignalLine] = (),
     interval: str = "1h",
-    limit: int = MAX_MESSAGE_LENGTH,
+    limit: int = MAX_MESSAGE_LENGTH - REPEAT_NOTICE_LENGTH,
 ) -> list[str]:
     """The message(s) for one coin: signals by level, the market snapshot, the footer.
 
     `snapshot` is a `market_snapshot` row (nulls allowed); `also_active` are signals that still
-    hold but were alerted recently, listed by name only so they are not repeated.
+    hold but were alerted recently, listed by name only so they are not repeated. Each part
+    leaves room for the possible-repeat notice a resend opens with.
     """
     if not signals:
         raise ValueError(f"no signals to render for {coin!r}")

@@ -1,5 +1,11 @@
 """One alert end to end: claim it in the ledger, send it, record what became of it.
 
+Whatever stops the run between the claim and the record, the ledger row ends up saying how far
+it got (see `ledger` for the states): an exception or an interrupt (`KeyboardInterrupt`,
+Dagster's `DagsterExecutionInterruptedError` when a run is terminated, both `BaseException`s)
+releases the claim at once, as `failed` before the send began and `unknown` after, and is
+raised again; a `kill -9` leaves it to the ledger's lease and process check.
+
 Kept apart from `sender` (python-telegram-bot and httpx) so that loading the code location, and
 everything that only records alerts, does not import the Telegram client.
 """
@@ -11,22 +17,24 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from cg_assets.telegram.ledger import AlertLedger, SignalRef
+from cg_assets.telegram.ledger import AlertLedger, Claim, SignalRef
+from cg_assets.telegram.markup import flag_repeat
 
 if TYPE_CHECKING:
-    from cg_assets.telegram.sender import TelegramSender
+    from cg_assets.telegram.sender import SendResult, TelegramSender
 
 TOKEN_SETTING = "TELEGRAM_BOT_TOKEN"
 CHAT_SETTING = "TELEGRAM_CHAT_ID"
 
 
-OutcomeStatus = Literal["sent", "failed", "suppressed", "skipped"]
+OutcomeStatus = Literal["sent", "failed", "unknown", "suppressed", "skipped"]
 Render = Callable[[Sequence[SignalRef], Sequence[tuple[SignalRef, str]]], list[str]]
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What `deliver` did with one alert. `skipped`: the key was already sent or in flight."""
+    """What `deliver` did with one alert. `skipped`: the key was already sent, in flight, or
+    given up after two sends of unknown outcome; `unknown`: sent, but no answer came."""
 
     key: str
     coin: str
@@ -60,7 +68,7 @@ def deliver(
     if suppress_reason:
         text = "\n".join(render(signals, ()))
         record = ledger.suppress(key, coin, signals, chat_id, suppress_reason, text)
-        if record.status in ("pending", "sent"):
+        if record.status != "suppressed":
             return Outcome(key, coin, "skipped", "already sent or in flight", None, record.text)
         return Outcome(key, coin, "suppressed", suppress_reason, None, text)
     if sender is None:
@@ -70,23 +78,67 @@ def deliver(
         status: OutcomeStatus = "suppressed" if claim.record.status == "suppressed" else "skipped"
         return Outcome(key, coin, status, claim.reason, claim.record.message_id, claim.record.text)
     started = time.monotonic()
+    sending = False
     try:
         parts = render(claim.fresh, claim.held_back)
+        if claim.repeat:
+            parts = [flag_repeat(part) for part in parts]
         text = "\n".join(parts)
-        ledger.set_text(key, text)
-        result = sender.send(chat_id, parts, reply_to=reply_to, chat_setting=chat_setting)
-    except Exception as exc:  # a bug, not Telegram: release the claim, then let it surface
-        ledger.mark_failed(key, sender.redact(f"{type(exc).__name__}: {exc}"), attempts=0)
+        if not ledger.mark_sending(claim, text):
+            why = "another run took this alert over (this run's claim expired): not sent"
+            return Outcome(key, coin, "skipped", why, None, text)
+        sending = True
+        result = sender.send(
+            chat_id,
+            parts,
+            reply_to=reply_to,
+            chat_setting=chat_setting,
+            resend_unknown=not claim.repeat,
+        )
+        return _record(ledger, claim, coin, text, len(parts), result, time.monotonic() - started)
+    except BaseException as exc:
+        # A bug or an interrupt, anywhere up to the record: release the claim (refused if the
+        # outcome was recorded already), then let it surface.
+        what = "stopped while sending, delivery unknown" if sending else "stopped before sending"
+        error = sender.redact(f"{what}: {type(exc).__name__}" + (f": {exc}" if str(exc) else ""))
+        ledger.mark_failed(claim, error, attempts=0, unconfirmed=int(sending))
         raise
+
+
+def _record(
+    ledger: AlertLedger,
+    claim: Claim,
+    coin: str,
+    text: str,
+    parts: int,
+    result: SendResult,
+    elapsed_s: float,
+) -> Outcome:
+    """Record what Telegram answered; a claim taken over meanwhile is noted, not recorded."""
+    key = claim.key
     if result.ok:
         assert result.message_id is not None
-        note = result.note
-        if result.attempts > len(parts):
-            note = f"sent after {result.attempts} attempts in {time.monotonic() - started:.1f} s"
-            note += f": {result.note}"
-        ledger.mark_sent(key, result.message_id, result.attempts, note)
-        return Outcome(key, coin, "sent", note, result.message_id, text)
-    ledger.mark_failed(key, result.error, result.attempts, result.message_id)
-    return Outcome(
-        key, coin, "failed", result.error, result.message_id, text, result.migrate_to_chat_id
+        note = "; ".join(filter(None, [_repeat_note(claim.repeat, result), result.note]))
+        if result.attempts > parts:
+            note = f"sent after {result.attempts} attempts in {elapsed_s:.1f} s: {note}"
+        reason = note
+        if not ledger.mark_sent(claim, result.message_id, result.attempts, note):
+            reason = "; ".join(
+                filter(None, ["sent, but another run had taken this alert over", note])
+            )
+        return Outcome(key, coin, "sent", reason, result.message_id, text)
+    ledger.mark_failed(
+        claim, result.error, result.attempts, result.message_id, unconfirmed=result.unconfirmed
     )
+    status: OutcomeStatus = "unknown" if result.unconfirmed else "failed"
+    return Outcome(
+        key, coin, status, result.error, result.message_id, text, result.migrate_to_chat_id
+    )
+
+
+def _repeat_note(repeat: bool, result: SendResult) -> str:
+    if repeat:
+        return "possible repeat: an earlier send's delivery was unknown"
+    if result.unconfirmed:
+        return "possible repeat: resent after a send without answer"
+    return ""

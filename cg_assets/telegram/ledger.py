@@ -8,15 +8,32 @@ catalog: DuckDB lets one process hold a database file for writing (a user's open
 would block alerts), while SQLite in WAL mode gives short cross-process write transactions
 with a busy timeout. A claim runs in one `BEGIN IMMEDIATE` transaction, which takes the write
 lock before reading, so two runs deciding about the same alert are serialised: the second
-sees the first's `pending` row and stands back. `synchronous=FULL` makes each decision
-durable before the message is sent.
+sees the first's claim and stands back. `synchronous=FULL` makes each step durable before the
+next one happens, so a process killed at any point leaves a row that says how far it got.
 
 Life of an alert (`key` is the caller's idempotency key, e.g. one coin's digest for one bar):
-claim -> `pending` (written before sending) -> `sent` with the Telegram message_id, or
-`failed` with an error naming the setting to fix. Alerts never attempted are `suppressed`
-with the reason (kill switch, no token, stale inputs, dedup or cooldown). Only `pending` and
-`sent` rows hold back later alerts; `failed` and `suppressed` ones can be claimed again under
-the same key, so fixing a setting and re-running sends what was missed.
+claim -> `pending` (owned by the claim's token, nothing sent yet) -> `sending` (written just
+before the first request to Telegram) -> `sent` with the Telegram message_id; or `failed`
+(nothing of this attempt reached the chat: Telegram refused, the run was interrupted before
+sending, a bug) or `unknown` (a request may have reached the chat but no answer came: the run
+died or was interrupted while sending, or Telegram's answer timed out). Alerts never attempted
+are `suppressed` with the reason (kill switch, no token, stale inputs, dedup or cooldown).
+
+Crashes. Every mark names the claim's token and is refused when the row no longer belongs to
+it, so a run that lost its claim can neither send (the `sending` mark comes first) nor
+overwrite what the run that took over recorded. A `pending` or `sending` row is taken back
+when its lease (`Policy.lease_s`, renewed by the `sending` mark) has expired, or at once when
+its owner was a process on this machine that no longer exists (a `kill -9`): `pending` becomes
+`failed` (nothing was sent), `sending` becomes `unknown`. Interrupts are released by the
+caller (`delivery.deliver`) the same way, without waiting for the lease.
+
+At least once, at most one repeat. `failed` and `unknown` alerts can be claimed again under
+the same key, and `undelivered` lists them so the next evaluation sends what it owes. Each row
+counts `unconfirmed`: the sends whose delivery is unknown. A claim of a row with one is
+granted as a `repeat`, which the message flags as a possible repeat; a row with two is never
+sent again, so no alert reaches the chat more than twice. Such a row also counts as sent for
+the hold-back rules, like `pending`, `sending` and `sent` rows; `failed` and `suppressed`
+ones with nothing unconfirmed hold nothing back.
 
 Hold-back rules per (coin, rule): nothing within `dedup_s` of an earlier alert of the rule (any
 level), and nothing within the cooldown of its level after an earlier alert of the rule at the
@@ -27,30 +44,37 @@ has passed. Cooldowns end `slack_s` early, so an hourly evaluation is not held b
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-Status = Literal["pending", "sent", "failed", "suppressed"]
+Status = Literal["pending", "sending", "sent", "failed", "unknown", "suppressed"]
 LEVELS = ("LOW", "MEDIUM", "HIGH")
 LEVEL_RANK = {level: rank for rank, level in enumerate(LEVELS)}
-HOLDING = ("pending", "sent")  # statuses that hold back later alerts
+IN_FLIGHT = ("pending", "sending")  # owned by a claim
+MAX_UNCONFIRMED = 2  # sends of unknown outcome after which an alert is never sent again
 
 DEFAULT_COOLDOWNS = {"HIGH": 30 * 60.0, "MEDIUM": 60 * 60.0, "LOW": 6 * 3600.0}
+SCHEMA_VERSION = 1
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alerts (
+ALERTS_TABLE = """
+CREATE TABLE {name} (
     key         TEXT PRIMARY KEY,
     coin        TEXT NOT NULL,
     rules       TEXT NOT NULL,            -- comma-separated rule ids the message carries
     level       TEXT NOT NULL,            -- the highest of their levels
     chat_id     TEXT NOT NULL,
-    status      TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed', 'suppressed')),
-    error       TEXT NOT NULL DEFAULT '', -- why it was not sent (failed, suppressed)
+    status      TEXT NOT NULL CHECK (status IN
+                    ('pending', 'sending', 'sent', 'failed', 'unknown', 'suppressed')),
+    error       TEXT NOT NULL DEFAULT '', -- why it was not sent (failed, unknown, suppressed)
     note        TEXT NOT NULL DEFAULT '', -- how it was sent (retries, ambiguous timeouts)
     message_id  INTEGER,                  -- Telegram's id of the (first) message
     reply_to    INTEGER,
@@ -58,32 +82,77 @@ CREATE TABLE IF NOT EXISTS alerts (
     text        TEXT NOT NULL DEFAULT '',
     created_at  REAL NOT NULL,            -- epoch seconds; datetime(created_at, 'unixepoch')
     claimed_at  REAL,                     -- when it last became pending
-    updated_at  REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS alert_signals (
-    key    TEXT NOT NULL REFERENCES alerts (key) ON DELETE CASCADE,
-    coin   TEXT NOT NULL,
-    rule   TEXT NOT NULL,
-    level  TEXT NOT NULL,
-    PRIMARY KEY (key, rule)
-);
-CREATE INDEX IF NOT EXISTS alert_signals_by_rule ON alert_signals (coin, rule);
-CREATE INDEX IF NOT EXISTS alerts_by_status ON alerts (status, claimed_at);
+    updated_at  REAL NOT NULL,
+    owner       TEXT,                     -- the token of the claim that owns a pending/sending row
+    owner_host  TEXT,                     -- where that claim's process runs
+    owner_pid   INTEGER,
+    lease_until REAL,                     -- after this, a pending/sending row is taken back
+    unconfirmed INTEGER NOT NULL DEFAULT 0 -- sends whose delivery is unknown
+)
+"""
+SCHEMA = (
+    ALERTS_TABLE.format(name="IF NOT EXISTS alerts"),
+    """
+    CREATE TABLE IF NOT EXISTS alert_signals (
+        key    TEXT NOT NULL REFERENCES alerts (key) ON DELETE CASCADE,
+        coin   TEXT NOT NULL,
+        rule   TEXT NOT NULL,
+        level  TEXT NOT NULL,
+        PRIMARY KEY (key, rule)
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS alert_signals_by_rule ON alert_signals (coin, rule)",
+    "CREATE INDEX IF NOT EXISTS alerts_by_status ON alerts (status, claimed_at)",
+)
+
+# Version 0 (before claims had owners) -> 1. Its `pending` rows may have been mid-send, and its
+# `failed` rows "abandoned while sending" were of unknown delivery: both say so from now on.
+MIGRATE_V0_SQL = """
+INSERT INTO alerts_v1 (key, coin, rules, level, chat_id, status, error, note, message_id,
+                       reply_to, attempts, text, created_at, claimed_at, updated_at,
+                       lease_until, unconfirmed)
+SELECT key, coin, rules, level, chat_id,
+       CASE WHEN status = 'pending' THEN 'sending'
+            WHEN status = 'failed' AND error LIKE 'abandoned while sending%' THEN 'unknown'
+            ELSE status END,
+       error, note, message_id, reply_to, attempts, text, created_at, claimed_at, updated_at,
+       CASE WHEN status = 'pending' THEN claimed_at + :lease_s END,
+       CASE WHEN status = 'failed' AND error LIKE 'abandoned while sending%' THEN 1 ELSE 0 END
+FROM alerts
 """
 
-# Earlier alerts of one rule that can still hold a new one back.
+# Earlier alerts of one rule that can still hold a new one back: in flight, sent, or possibly
+# delivered.
 PRIOR_SQL = """
 SELECT s.level, a.claimed_at
 FROM alert_signals s JOIN alerts a ON a.key = s.key
 WHERE s.coin = :coin AND s.rule = :rule AND a.key <> :key
-  AND a.status IN ('pending', 'sent') AND a.claimed_at > :since
+  AND (a.status IN ('pending', 'sending', 'sent', 'unknown') OR a.unconfirmed > 0)
+  AND a.claimed_at > :since
 """
 
+IN_FLIGHT_SQL = """
+SELECT key, status, owner_host, owner_pid, lease_until
+FROM alerts WHERE status IN ('pending', 'sending')
+"""
+
+# A claim whose owner is gone: nothing was sent yet (pending), or delivery is unknown (sending).
 ABANDON_SQL = """
-UPDATE alerts SET status = 'failed', updated_at = :now,
-    error = 'abandoned while sending: the run stopped before Telegram answered;'
-            || ' delivery unknown'
-WHERE status = 'pending' AND claimed_at < :before
+UPDATE alerts SET
+    status = CASE status WHEN 'pending' THEN 'failed' ELSE 'unknown' END,
+    unconfirmed = unconfirmed + (status = 'sending'),
+    error = CASE status
+        WHEN 'pending' THEN 'abandoned before sending (' || :why || '): not delivered'
+        ELSE 'abandoned while sending (' || :why || '): delivery unknown' END,
+    owner = NULL, lease_until = NULL, updated_at = :now
+WHERE key = :key AND status IN ('pending', 'sending')
+"""
+
+UNDELIVERED_SQL = """
+SELECT * FROM alerts
+WHERE substr(key, 1, length(:prefix)) = :prefix AND created_at >= :since
+  AND status IN ('failed', 'unknown') AND unconfirmed < :max_unconfirmed
+ORDER BY created_at, key
 """
 
 
@@ -91,8 +160,8 @@ WHERE status = 'pending' AND claimed_at < :before
 class Policy:
     """De-duplication and cooldowns, in seconds; see the module docstring for the rules.
 
-    `lease_s`: a `pending` row older than this belongs to a run that died while sending; the
-    next claim marks it failed (delivery unknown) so it stops holding alerts back forever.
+    `lease_s`: how long a claim may stay `pending` or `sending` before another run takes it
+    back; longer than any send (retries and flood-control waits included) can take.
     """
 
     dedup_s: float = 300.0
@@ -186,15 +255,18 @@ class AlertRecord:
     created_at: float
     claimed_at: float | None
     updated_at: float
+    unconfirmed: int
 
 
 @dataclass(frozen=True)
 class Claim:
     """The outcome of `AlertLedger.claim`.
 
-    granted: the caller owns the `pending` row and must send `fresh`, then report the result.
-    Otherwise `reason` says why not, and `record` is the row as it stands (suppressed, or the
-    earlier pending/sent alert under the same key).
+    granted: the caller owns the `pending` row (through `token`, which every mark names) and
+    must send `fresh`, then report the result. `repeat`: an earlier send of this alert may have
+    reached the chat, so the message must say it may be a repeat, and a send of unknown outcome
+    must not be retried. Otherwise `reason` says why not, and `record` is the row as it stands
+    (suppressed, or the earlier pending/sent alert under the same key).
     """
 
     granted: bool
@@ -202,10 +274,32 @@ class Claim:
     held_back: tuple[tuple[SignalRef, str], ...]
     reason: str
     record: AlertRecord
+    token: str = ""
+    repeat: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.record.key
 
 
 def ledger_path(data_dir: Path | str) -> Path:
     return Path(data_dir) / "alerts" / "ledger.sqlite3"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this machine still runs (a zombie does not): a claim of a
+    process that is gone is taken back without waiting for its lease."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc, or it exited just now: leave it to the lease
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 class AlertLedger:
@@ -227,17 +321,40 @@ class AlertLedger:
         self.policy = policy or Policy()
         self.clock = clock
         self.busy_timeout_s = busy_timeout_s
+        self.host = socket.gethostname()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
+        self._create()
+
+    def _create(self) -> None:
+        """Create the tables, or bring an older ledger up to `SCHEMA_VERSION`."""
+        # Foreign keys stay off: replacing `alerts` must not cascade into `alert_signals`.
+        with self._connect(foreign_keys=False) as con:
             con.execute("PRAGMA journal_mode = WAL")
-            con.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nCOMMIT;")
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                version = con.execute("PRAGMA user_version").fetchone()[0]
+                exists = con.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alerts'"
+                ).fetchone()[0]
+                if exists and version < 1:
+                    con.execute(ALERTS_TABLE.format(name="alerts_v1"))
+                    con.execute(MIGRATE_V0_SQL, {"lease_s": self.policy.lease_s})
+                    con.execute("DROP TABLE alerts")
+                    con.execute("ALTER TABLE alerts_v1 RENAME TO alerts")
+                for statement in SCHEMA:
+                    con.execute(statement)
+                con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self, foreign_keys: bool = True) -> Iterator[sqlite3.Connection]:
         con = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
         try:
             con.row_factory = sqlite3.Row
-            con.execute("PRAGMA foreign_keys = ON")
+            con.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
             con.execute("PRAGMA synchronous = FULL")
             yield con
         finally:
@@ -255,6 +372,17 @@ class AlertLedger:
                 raise
             con.execute("COMMIT")
 
+    def _take_back_abandoned(self, con: sqlite3.Connection, now: float) -> None:
+        """Release the claims of runs that are gone: lease expired, or a dead local process."""
+        for row in con.execute(IN_FLIGHT_SQL).fetchall():
+            if row["lease_until"] is None or row["lease_until"] < now:
+                why = "its lease expired"
+            elif row["owner_host"] == self.host and not process_alive(row["owner_pid"]):
+                why = f"its process {row['owner_pid']} is gone"
+            else:
+                continue
+            con.execute(ABANDON_SQL, {"key": row["key"], "why": why, "now": now})
+
     # ------------------------------------------------------------------ deciding
 
     def claim(
@@ -268,23 +396,21 @@ class AlertLedger:
     ) -> Claim:
         """Decide atomically whether alert `key` goes out, and with which of `signals`.
 
-        Granted when no pending/sent row has this key and at least one signal passes the
-        hold-back rules; the row is then `pending` with the signals that passed. When every
-        signal is held back the alert is recorded as `suppressed` with the reasons.
+        Granted when no live claim or sent row has this key, it has not reached
+        `MAX_UNCONFIRMED`, and at least one signal passes the hold-back rules; the row is then
+        `pending` with the signals that passed, owned by the returned token. When every signal
+        is held back the alert is recorded as `suppressed` with the reasons.
         """
         if not signals:
             raise ValueError(f"alert {key!r} has no signals to claim")
         now = self.clock()
         with self._write() as con:
-            con.execute(ABANDON_SQL, {"now": now, "before": now - self.policy.lease_s})
+            self._take_back_abandoned(con, now)
             existing = _get(con, key)
-            if existing is not None and existing.status in HOLDING:
-                why = (
-                    f"already sent as message {existing.message_id}"
-                    if existing.status == "sent"
-                    else "being sent by another run"
-                )
-                return Claim(False, (), (), why, existing)
+            if existing is not None:
+                why = _not_again(existing)
+                if why:
+                    return Claim(False, (), (), why, existing)
             fresh: list[SignalRef] = []
             held: list[tuple[SignalRef, str]] = []
             for signal in signals:
@@ -311,8 +437,19 @@ class AlertLedger:
                     con, key, coin, signals, chat_id, "suppressed", reason, now, reply_to
                 )
                 return Claim(False, (), tuple(held), reason, record)
+            token = uuid.uuid4().hex
             record = _upsert(con, key, coin, fresh, chat_id, "pending", "", now, reply_to)
-            return Claim(True, tuple(fresh), tuple(held), "", record)
+            _update(
+                con,
+                key,
+                now,
+                owner=token,
+                owner_host=self.host,
+                owner_pid=os.getpid(),
+                lease_until=now + self.policy.lease_s,
+            )
+            repeat = record.unconfirmed > 0
+            return Claim(True, tuple(fresh), tuple(held), "", record, token, repeat)
 
     def suppress(
         self,
@@ -325,12 +462,13 @@ class AlertLedger:
     ) -> AlertRecord:
         """Record an alert that is not attempted (kill switch, no token, stale inputs).
 
-        A pending or sent alert under the same key is left as it is and returned.
+        A claimed or sent alert under the same key is left as it is and returned.
         """
         now = self.clock()
         with self._write() as con:
+            self._take_back_abandoned(con, now)
             existing = _get(con, key)
-            if existing is not None and existing.status in HOLDING:
+            if existing is not None and existing.status in (*IN_FLIGHT, "sent"):
                 return existing
             record = _upsert(con, key, coin, signals, chat_id, "suppressed", reason, now, None)
             if text:
@@ -339,38 +477,76 @@ class AlertLedger:
             assert record is not None
             return record
 
+    def undelivered(self, prefix: str, since: float) -> list[AlertRecord]:
+        """Alerts under keys starting with `prefix`, first decided at or after `since`, that
+        were claimed but are neither confirmed sent nor given up: what the next evaluation
+        owes. Abandoned claims are taken back first."""
+        now = self.clock()
+        with self._write() as con:
+            self._take_back_abandoned(con, now)
+            rows = con.execute(
+                UNDELIVERED_SQL,
+                {"prefix": prefix, "since": since, "max_unconfirmed": MAX_UNCONFIRMED},
+            ).fetchall()
+        return [_record(row) for row in rows]
+
     # ------------------------------------------------------------------ reporting back
+    # Each mark applies only while `claim` still owns the row and returns whether it did: a
+    # run whose claim was taken back (lease expired) must neither send nor overwrite.
 
-    def set_text(self, key: str, text: str) -> None:
+    def mark_sending(self, claim: Claim, text: str) -> bool:
+        """About to send `text`: from now on a crash leaves the delivery unknown. The lease
+        restarts, so a long render does not eat into the time the send may take."""
+        now = self.clock()
         with self._write() as con:
-            _update(con, key, self.clock(), text=text)
-
-    def mark_sent(self, key: str, message_id: int, attempts: int, note: str = "") -> None:
-        with self._write() as con:
-            _update(
+            return _update_owned(
                 con,
-                key,
+                claim,
+                ("pending",),
+                now,
+                status="sending",
+                text=text,
+                lease_until=now + self.policy.lease_s,
+            )
+
+    def mark_sent(self, claim: Claim, message_id: int, attempts: int, note: str = "") -> bool:
+        with self._write() as con:
+            return _update_owned(
+                con,
+                claim,
+                ("sending",),
                 self.clock(),
                 status="sent",
                 message_id=message_id,
                 attempts=attempts,
                 note=note,
                 error="",
+                lease_until=None,
             )
 
     def mark_failed(
-        self, key: str, error: str, attempts: int, message_id: int | None = None
-    ) -> None:
-        """`message_id` is set when part of a split message went out before the failure."""
+        self,
+        claim: Claim,
+        error: str,
+        attempts: int,
+        message_id: int | None = None,
+        unconfirmed: int = 0,
+    ) -> bool:
+        """Not delivered (as far as is known). `unconfirmed`: requests of this attempt that may
+        have reached the chat without an answer; with any, the row is `unknown`, not `failed`.
+        `message_id` is set when part of a split message went out before the failure."""
         with self._write() as con:
-            _update(
+            return _update_owned(
                 con,
-                key,
+                claim,
+                IN_FLIGHT,
                 self.clock(),
-                status="failed",
+                status="unknown" if unconfirmed else "failed",
                 error=error,
                 attempts=attempts,
                 message_id=message_id,
+                unconfirmed_added=unconfirmed,
+                lease_until=None,
             )
 
     # ------------------------------------------------------------------ reading
@@ -386,6 +562,20 @@ class AlertLedger:
         with self._connect() as con:
             rows = con.execute(sql, {"coin": coin, "status": status}).fetchall()
         return [_record(row) for row in rows]
+
+
+def _not_again(existing: AlertRecord) -> str:
+    """Why the alert under an existing row's key may not be claimed now ('' = it may)."""
+    if existing.status == "sent":
+        return f"already sent as message {existing.message_id}"
+    if existing.status in IN_FLIGHT:
+        return "being sent by another run"
+    if existing.unconfirmed >= MAX_UNCONFIRMED:
+        return (
+            f"delivery unknown after {existing.unconfirmed} sends: not sent again"
+            " (at most one repeat)"
+        )
+    return ""
 
 
 def _record(row: sqlite3.Row) -> AlertRecord:
@@ -405,6 +595,7 @@ def _record(row: sqlite3.Row) -> AlertRecord:
         created_at=row["created_at"],
         claimed_at=row["claimed_at"],
         updated_at=row["updated_at"],
+        unconfirmed=row["unconfirmed"],
     )
 
 
@@ -424,7 +615,8 @@ def _upsert(
     now: float,
     reply_to: int | None,
 ) -> AlertRecord:
-    """Insert or overwrite the row of `key` (never called over a pending or sent row)."""
+    """Insert or overwrite the row of `key` (never called over a claimed or sent row); what
+    is known of earlier sends (`unconfirmed`, `attempts`) stays."""
     level = max((s.level for s in signals), key=LEVEL_RANK.__getitem__)
     con.execute(
         """
@@ -436,7 +628,9 @@ def _upsert(
             coin = excluded.coin, rules = excluded.rules, level = excluded.level,
             chat_id = excluded.chat_id, status = excluded.status, error = excluded.error,
             note = '', message_id = NULL, text = '', reply_to = excluded.reply_to,
-            claimed_at = excluded.claimed_at, updated_at = excluded.updated_at
+            claimed_at = coalesce(excluded.claimed_at, claimed_at),
+            updated_at = excluded.updated_at,
+            owner = NULL, owner_host = NULL, owner_pid = NULL, lease_until = NULL
         """,
         {
             "key": key,
@@ -469,3 +663,33 @@ def _update(con: sqlite3.Connection, key: str, now: float, **values: object) -> 
     )
     if cursor.rowcount != 1:
         raise KeyError(f"no alert with key {key!r} in the ledger")
+
+
+def _update_owned(
+    con: sqlite3.Connection,
+    claim: Claim,
+    statuses: Sequence[Status],
+    now: float,
+    unconfirmed_added: int = 0,
+    **values: object,
+) -> bool:
+    """Apply `values` if `claim` still owns its row in one of `statuses`; whether it did."""
+    if not claim.token:
+        raise ValueError(f"alert {claim.key!r}: the claim was not granted, there is no row to mark")
+    assignments = "".join(f"{name} = :{name}, " for name in values)
+    cursor = con.execute(
+        f"""
+        UPDATE alerts SET {assignments}unconfirmed = unconfirmed + :added, updated_at = :now
+        WHERE key = :key AND owner = :owner
+          AND status IN (SELECT value FROM json_each(:statuses))
+        """,
+        {
+            **values,
+            "added": unconfirmed_added,
+            "now": now,
+            "key": claim.key,
+            "owner": claim.token,
+            "statuses": json.dumps(list(statuses)),
+        },
+    )
+    return cursor.rowcount == 1

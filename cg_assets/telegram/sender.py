@@ -13,15 +13,16 @@ Errors (PTB maps Telegram's answers onto exception classes):
   subclass of `NetworkError`, so it is caught first; a rejected token is remembered so the
   following alerts of the run fail at once instead of each asking Telegram again.
 
-Duplicates after a timeout: the ledger row is `pending` before the first attempt and becomes
+Duplicates after a timeout: the ledger row is claimed before the first attempt and becomes
 `sent` only with Telegram's message_id, so no other run re-sends an alert in flight or done,
 and a retry stays inside this one claim. What the ledger cannot settle is a read timeout:
 Telegram may have delivered the message and only its answer was lost, and the Bot API has no
-idempotency key or way to list a bot's own messages, so the retry can show the user a second
-copy. Connect and pool timeouts (nothing was sent) are retried without that risk. Read
-timeouts are retried anyway, because a lost alert costs more than a rare repeated one; the
-attempt is recorded in the ledger's `note` so a duplicate can be explained. `read_timeout_s` is
-generous to keep the window small.
+idempotency key or way to list a bot's own messages. Connect and pool timeouts (nothing was
+sent) are retried without that risk. After a read timeout the message is sent once more,
+because a lost alert costs more than a repeated one, but flagged as a possible repeat
+(`markup.REPEAT_NOTICE`); a second read timeout ends the send as `unconfirmed`, so no message
+reaches the chat more than twice. `resend_unknown=False` (a send that is itself the repeat)
+allows no such resend. `read_timeout_s` is generous to keep the window small.
 
 The token never leaves this module: errors are our own words with the token redacted, and a
 logging filter on the `httpx` and `telegram` loggers (which print request URLs, and URLs
@@ -54,6 +55,7 @@ from telegram.request import HTTPXRequest
 
 from cg_assets.settings import DEFAULT_TELEGRAM_API_BASE_URL
 from cg_assets.telegram.delivery import CHAT_SETTING, TOKEN_SETTING
+from cg_assets.telegram.markup import flag_repeat
 
 REDACTED = "<redacted>"
 # Loggers that print request URLs (and so the token) at INFO/DEBUG.
@@ -64,7 +66,11 @@ Sleep = Callable[[float], Awaitable[None]]
 
 @dataclass(frozen=True)
 class SendResult:
-    """What became of one alert's message(s). `error` is safe to show and store."""
+    """What became of one alert's message(s). `error` is safe to show and store.
+
+    `unconfirmed`: attempts that got no answer after the request went out (Telegram may have
+    delivered them); a failed send with any is of unknown delivery, not a plain failure.
+    """
 
     ok: bool
     message_ids: tuple[int, ...]
@@ -73,6 +79,7 @@ class SendResult:
     permanent: bool = False
     note: str = ""
     migrate_to_chat_id: int | None = None
+    unconfirmed: int = 0
 
     @property
     def message_id(self) -> int | None:
@@ -175,22 +182,33 @@ class TelegramSender:
         *,
         reply_to: int | None = None,
         chat_setting: str = CHAT_SETTING,
+        resend_unknown: bool = True,
     ) -> SendResult:
         """Send `parts` in order as HTML messages; the first replies to `reply_to` if given
         (and is sent anyway if that message is gone). `chat_setting` names the variable the
-        chat id came from, for error messages."""
+        chat id came from, for error messages. `resend_unknown`: whether a part whose send got
+        no answer may be sent once more, flagged as a possible repeat."""
         if self._runner is None:
             raise RuntimeError("use TelegramSender as a context manager: with sender: ...")
         messages = [parts] if isinstance(parts, str) else list(parts)
         if not messages:
             raise ValueError("nothing to send")
-        return self._runner.run(self._send(chat_id, messages, reply_to, chat_setting))
+        return self._runner.run(
+            self._send(chat_id, messages, reply_to, chat_setting, resend_unknown)
+        )
 
     async def _send(
-        self, chat_id: int | str, parts: list[str], reply_to: int | None, chat_setting: str
+        self,
+        chat_id: int | str,
+        parts: list[str],
+        reply_to: int | None,
+        chat_setting: str,
+        resend_unknown: bool,
     ) -> SendResult:
         ids: list[int] = []
         attempts = 0
+        unconfirmed = 0
+        unanswered_allowed = 1 if resend_unknown else 0
         notes: list[str] = []
         budget = self.max_wait_s
         for index, text in enumerate(parts):
@@ -210,26 +228,35 @@ class TelegramSender:
                         attempts,
                         self.redact(label + exc.error),
                         permanent=True,
-                        note="; ".join(notes),
+                        note=self.redact("; ".join(notes)),
                         migrate_to_chat_id=exc.migrate_to,
+                        unconfirmed=unconfirmed,
                     )
                 except TelegramError as exc:
                     wait, why = self._transient(exc, tries)
                     notes.append(f"attempt {attempts}: {why}")
-                if tries >= self.max_attempts or wait > budget:
-                    limit = (
-                        f"gave up after {tries} attempts"
-                        if tries >= self.max_attempts
-                        else f"a further wait of {wait:.0f} s exceeds the {self.max_wait_s:.0f} s"
-                        " budget"
-                    )
-                    error = f"{label}{limit}; last error: {why}"
+                    if maybe_delivered(exc):
+                        unconfirmed += 1
+                        text = flag_repeat(text)  # the resend, if any, is a possible repeat
+                stop = self._stop(tries, wait, budget, unconfirmed > unanswered_allowed)
+                if stop:
                     return SendResult(
-                        False, tuple(ids), attempts, self.redact(error), note="; ".join(notes)
+                        False,
+                        tuple(ids),
+                        attempts,
+                        self.redact(f"{label}{stop}; last error: {why}"),
+                        note=self.redact("; ".join(notes)),
+                        unconfirmed=unconfirmed,
                     )
                 budget -= wait
                 await self.sleep(wait)
-        return SendResult(True, tuple(ids), attempts, note=self.redact("; ".join(notes)))
+        return SendResult(
+            True,
+            tuple(ids),
+            attempts,
+            note=self.redact("; ".join(notes)),
+            unconfirmed=unconfirmed,
+        )
 
     async def _post(
         self, chat_id: int | str, text: str, reply_to: int | None, chat_setting: str
@@ -277,6 +304,18 @@ class TelegramSender:
             raise _Permanent(f"Telegram rejected the message: {exc.message}") from None
         return message.message_id
 
+    def _stop(self, tries: int, wait: float, budget: float, too_many_unanswered: bool) -> str:
+        """Why a part is not tried again ('' = try again): a resend could put the message in
+        the chat a third time (or a second, when the send is itself a repeat), or the attempts
+        or the wait budget ran out."""
+        if too_many_unanswered:
+            return "no answer from Telegram, delivery unknown: not sent again"
+        if tries >= self.max_attempts:
+            return f"gave up after {tries} attempts"
+        if wait > budget:
+            return f"a further wait of {wait:.0f} s exceeds the {self.max_wait_s:.0f} s budget"
+        return ""
+
     def _transient(self, exc: TelegramError, tries: int) -> tuple[float, str]:
         """(seconds to wait before the next try, what happened) for a retryable error."""
         backoff = self.backoff_s * 2 ** (tries - 1)
@@ -284,15 +323,22 @@ class TelegramSender:
             wait = _retry_after_seconds(exc)
             return wait, f"flood control, Telegram asked to wait {wait:.0f} s"
         if isinstance(exc, TimedOut):
-            if isinstance(exc.__cause__, httpx.ConnectTimeout | httpx.PoolTimeout):
+            if not maybe_delivered(exc):
                 return backoff, "timed out before the request was sent"
             return backoff, (
-                "timed out waiting for Telegram's answer (the message may have been delivered;"
-                " retrying can show it twice)"
+                "timed out waiting for Telegram's answer (the message may have been delivered)"
             )
         if isinstance(exc, NetworkError):
             return backoff, f"network error: {self.redact(exc.message)}"
         return backoff, f"Telegram error: {self.redact(exc.message)}"
+
+
+def maybe_delivered(exc: TelegramError) -> bool:
+    """Whether a failed request may still have reached the chat: a timeout after it was sent
+    (a connect or pool timeout means it never left)."""
+    return isinstance(exc, TimedOut) and not isinstance(
+        exc.__cause__, httpx.ConnectTimeout | httpx.PoolTimeout
+    )
 
 
 def _retry_after_seconds(exc: RetryAfter) -> float:

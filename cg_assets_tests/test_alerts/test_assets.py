@@ -14,6 +14,7 @@ import dagster as dg
 import pytest
 
 from cg_assets.alerts import build_alert_defs
+from cg_assets.alerts.assets import digest_bar, digest_key
 from cg_assets.definitions import build_resources
 from cg_assets.resources.telegram import build_telegram_resource, parse_enabled
 from cg_assets.settings import Settings
@@ -257,3 +258,40 @@ def test_dedup_and_cooldowns_come_from_the_environment(settings):
     assert policy.cooldown_s == {"HIGH": 150, "MEDIUM": 3600, "LOW": 21600}
     with pytest.raises(ValueError, match="ALERT_COOLDOWN_LOW_MINUTES='-1': expected a number"):
         build_telegram_resource(settings, {"ALERT_COOLDOWN_LOW_MINUTES": "-1"})
+
+
+def test_a_digest_telegram_could_not_take_is_sent_by_the_next_evaluations(
+    settings, lake, telegram, clock, instance
+):
+    """Telegram down at 12:05 (every retry a 5xx): the 13:05 evaluation, on a newer bar
+    without signals, sends the 11:00 digest, judged fresh as of 12:05 when it was decided. A
+    digest still undelivered after `stale_after_bars` bars is no longer retried."""
+    write_bar(lake, BAR, {"BTC": [FUNDING], "ETH": [OI]})
+    telegram.faults.update({"server_error": 100})
+    down = metadata(run_alerts(settings, resource(telegram, max_attempts=2), clock, instance))
+    assert (down["failed"], down["sent"]) == (2, 0)
+    telegram.faults.update({"server_error": 1})  # BTC's retry fails once more, ETH's goes out
+    clock.advance(60)
+    write_bar(lake, BAR + timedelta(hours=1), {"BTC": [], "ETH": []})
+    back = metadata(run_alerts(settings, resource(telegram, max_attempts=1), clock, instance))
+    assert back["owed"] == ["digest:BTC:2026-03-01T11:00Z", "digest:ETH:2026-03-01T11:00Z"]
+    assert (back["sent"], back["failed"]) == (1, 1)
+    [eth] = telegram.messages()
+    assert eth.plain.startswith("🔴 ETH · 1 HIGH\n1h bar 2026-03-01 11:00 UTC")
+    clock.advance(61)  # 14:06: more than 2 bars after BTC's digest was decided
+    late = metadata(run_alerts(settings, resource(telegram), clock, instance))
+    assert (late["owed"], late["sent"]) == ([], 0)
+    assert ledger(settings).get("digest:BTC:2026-03-01T11:00Z").status == "failed"
+
+
+@pytest.mark.parametrize(
+    ("coin", "ts"), [("BTC", START), ("1000PEPE", BAR), ("ETH", START + timedelta(days=400))]
+)
+def test_digest_keys_name_their_bar(coin, ts):
+    assert digest_bar(digest_key(coin, ts)) == (coin, ts)
+
+
+@pytest.mark.parametrize("key", ["headsup:BTC:1", "digest:BTC", "digest::2026-03-01T11:00Z"])
+def test_a_key_of_another_shape_is_named(key):
+    with pytest.raises(ValueError, match=f"key='{key}': expected digest:COIN:YYYY-MM-DDTHH:MMZ"):
+        digest_bar(key)

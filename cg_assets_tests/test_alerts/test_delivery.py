@@ -12,11 +12,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from cg_assets.sim import TelegramServer
 from cg_assets.telegram.delivery import deliver
 from cg_assets.telegram.ledger import AlertLedger, SignalRef, ledger_path
+from cg_assets.telegram.markup import flag_repeat
 from cg_assets.telegram.sender import SendResult, TelegramSender
 from cg_assets_tests.test_alerts.conftest import CHAT, TOKEN
 
@@ -112,25 +114,50 @@ def test_gives_up_after_max_attempts(telegram, waits):
     assert telegram.messages() == []
 
 
-def test_a_timeout_before_delivery_is_retried_and_sent_once(telegram, waits):
+def test_a_timeout_before_delivery_is_retried_and_sent_once_flagged(telegram, waits):
+    """The sender cannot tell a lost request from a lost answer: the only copy is flagged."""
     telegram.faults.update({"slow": 1, "slow_s": 1.0, "slow_delivers": False})
     result = send_one(telegram, waits, read_timeout_s=0.3)
-    assert (result.ok, result.attempts) == (True, 2)
+    assert (result.ok, result.attempts, result.unconfirmed) == (True, 2, 1)
     assert "timed out waiting for Telegram's answer" in result.note
-    assert [m.message_id for m in telegram.messages()] == [1]
-    assert result.message_id == 1
+    [message] = telegram.messages()
+    assert (message.message_id, result.message_id) == (1, 1)
+    assert message.text == flag_repeat("<b>BTC</b>")
 
 
-def test_a_timeout_after_delivery_is_the_documented_duplicate_risk(telegram, waits):
-    """Telegram delivered, the answer came too late: the retry shows the message twice, and
-    the result says so (the ledger keeps it in `note`). Other runs cannot add a third copy:
-    that is the ledger's job, tested with the asset."""
+def test_a_timeout_after_delivery_is_repeated_once_and_flagged(telegram, waits):
+    """Telegram delivered, the answer came too late: the resend shows the message twice, the
+    second copy saying it may be a repeat."""
     telegram.faults.update({"slow": 1, "slow_s": 1.0, "slow_delivers": True})
     result = send_one(telegram, waits, read_timeout_s=0.3)
     assert (result.ok, result.attempts) == (True, 2)
-    assert "the message may have been delivered; retrying can show it twice" in result.note
-    assert [m.message_id for m in telegram.wait_for_messages(2)] == [1, 2]
+    assert "the message may have been delivered" in result.note
+    first, second = telegram.wait_for_messages(2)
+    assert (first.text, second.text) == ("<b>BTC</b>", flag_repeat("<b>BTC</b>"))
+    assert second.plain.startswith("↻ Possible repeat: an earlier send of this alert may have")
     assert result.message_id == 2
+
+
+def test_a_second_send_without_answer_is_not_repeated(telegram, waits):
+    """Two sends without answer: two copies may be out, so there is no third attempt, and the
+    result says delivery is unknown rather than failed."""
+    telegram.faults.update({"slow": 3, "slow_s": 1.0, "slow_delivers": True})
+    result = send_one(telegram, waits, read_timeout_s=0.3)
+    assert (result.ok, result.attempts, result.unconfirmed) == (False, 2, 2)
+    assert result.error.startswith("no answer from Telegram, delivery unknown: not sent again")
+    assert telegram.requests["sendMessage"] == 2
+    assert [m.text for m in telegram.wait_for_messages(2)] == [
+        "<b>BTC</b>",
+        flag_repeat("<b>BTC</b>"),
+    ]
+
+
+def test_a_repeat_is_not_resent_after_no_answer(telegram, waits):
+    telegram.faults.update({"slow": 2, "slow_s": 1.0, "slow_delivers": False})
+    with sender(telegram, waits, read_timeout_s=0.3) as s:
+        result = s.send(CHAT, flag_repeat("x"), resend_unknown=False)
+    assert (result.ok, result.attempts, result.unconfirmed) == (False, 1, 1)
+    assert telegram.requests["sendMessage"] == 1
 
 
 @pytest.mark.parametrize(
@@ -322,8 +349,91 @@ def test_a_rendering_bug_releases_the_claim_and_surfaces(telegram, waits, ledger
             chat_id=str(CHAT), render=broken,
         )  # fmt: skip
     record = ledger.get("k")
-    assert (record.status, record.error) == (
+    assert (record.status, record.error, record.unconfirmed) == (
         "failed",
-        "ValueError: a single line has 5000 characters",
+        "stopped before sending: ValueError: a single line has 5000 characters",
+        0,
     )
     assert telegram.requests["sendMessage"] == 0
+
+
+def test_deliver_records_two_sends_without_answer_as_unknown_and_stops(telegram, waits, ledger):
+    telegram.faults.update({"slow": 2, "slow_s": 1.0, "slow_delivers": True})
+    signals = [SignalRef("funding", "HIGH")]
+    with sender(telegram, waits, read_timeout_s=0.3) as s:
+        first = deliver(
+            ledger, s, key="k", coin="BTC", signals=signals, chat_id=str(CHAT), render=render
+        )
+        again = deliver(
+            ledger, s, key="k", coin="BTC", signals=signals, chat_id=str(CHAT), render=render
+        )
+    assert first.status == "unknown"
+    record = ledger.get("k")
+    assert (record.status, record.unconfirmed) == ("unknown", 2)
+    assert (again.status, again.reason) == (
+        "skipped",
+        "delivery unknown after 2 sends: not sent again (at most one repeat)",
+    )
+    assert len(telegram.wait_for_messages(2)) == 2
+    assert telegram.requests["sendMessage"] == 2
+
+
+class Interrupting:
+    """A sender whose send goes out, then is interrupted the way a terminated run is."""
+
+    def __init__(self, inner: TelegramSender, interrupt: type[BaseException]) -> None:
+        self.inner = inner
+        self.interrupt = interrupt
+
+    def redact(self, text: str) -> str:
+        return self.inner.redact(text)
+
+    def send(self, *args, **kwargs) -> SendResult:
+        self.inner.send(*args, **kwargs)
+        raise self.interrupt()
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, dg.DagsterExecutionInterruptedError])
+def test_an_interrupt_releases_the_claim_at_once(telegram, waits, ledger, interrupt):
+    """Interrupted before sending: failed, and the next delivery (no time passed) sends it.
+    Interrupted while sending: unknown, holds the rule back, and is repeated once, flagged."""
+    signals = [SignalRef("funding", "HIGH")]
+
+    def interrupted_render(fresh: Sequence[SignalRef], held: Sequence) -> list[str]:
+        raise interrupt()
+
+    with sender(telegram, waits) as s:
+        with pytest.raises(interrupt):
+            deliver(
+                ledger, s, key="a", coin="BTC", signals=signals, chat_id=str(CHAT),
+                render=interrupted_render,
+            )  # fmt: skip
+        record = ledger.get("a")
+        assert (record.status, record.error) == (
+            "failed",
+            f"stopped before sending: {interrupt.__name__}",
+        )
+        first = deliver(
+            ledger, s, key="a", coin="BTC", signals=signals, chat_id=str(CHAT), render=render
+        )
+        assert first.status == "sent"
+        with pytest.raises(interrupt):
+            deliver(
+                ledger, Interrupting(s, interrupt), key="b", coin="ETH", signals=signals,
+                chat_id=str(CHAT), render=render,
+            )  # fmt: skip
+        record = ledger.get("b")
+        assert (record.status, record.unconfirmed) == ("unknown", 1)
+        assert record.error == f"stopped while sending, delivery unknown: {interrupt.__name__}"
+        held = ledger.claim("c", "ETH", signals, str(CHAT))
+        assert held.reason.startswith("suppressed: funding: duplicate")  # "b" holds the rule
+        repeat = deliver(
+            ledger, s, key="b", coin="ETH", signals=signals, chat_id=str(CHAT), render=render
+        )
+    assert repeat.status == "sent"
+    assert [m.text for m in telegram.messages()] == [
+        "<b>funding</b>",
+        "<b>funding</b>",
+        flag_repeat("<b>funding</b>"),
+    ]
+    assert ledger.get("b").note == "possible repeat: an earlier send's delivery was unknown"

@@ -197,3 +197,47 @@ def test_signals_materializations_trigger_one_digest_each(settings: Settings):
         assert request.run_key.startswith("signals-")
         again = dg.build_sensor_context(instance=instance, definitions=defs, cursor=result.cursor)
         assert not list(sensor.evaluate_tick(again).run_requests)
+
+
+def test_a_re_executed_run_sends_the_verdict_of_a_heads_up_already_sent(
+    alert_settings: Settings, standin: TelegramServer, sim: SimulatorServer, spool: Path
+):
+    """The first try posts the heads-up, then dies asking CoinGlass (a REST outage): the
+    re-execution (a Dagster retry) must not post the heads-up again, and still send the
+    verdict, replying to the heads-up already in the chat."""
+    sim.faults.update({"error_5xx_rate": 1.0})
+    order = big_order("long")
+    minute = order["time"] // 60_000 * 60_000
+    burst = {
+        "coin": "BTC", "minute": minute, "kind": "single", "usd": 2e6, "long_usd": 2e6,
+        "short_usd": 0.0, "largest_exchange": "Binance", "largest_pair": "BTCUSDT",
+        "largest_price": 93_000.0, "largest_usd": 2e6, "received_at": order["time"],
+    }  # fmt: skip
+    run_config = {
+        "ops": {ASSET: {"config": burst}},
+        "resources": {  # one attempt per request, so the outage fails the run at once
+            "coinglass": {
+                "config": {
+                    "base_url": alert_settings.api_base_url,
+                    "plan": alert_settings.plan.value,
+                    "max_attempts": 1,
+                }
+            }
+        },
+    }
+    job = build_defs(alert_settings).resolve_job_def(JOB)
+    with dg.instance_for_test() as instance:
+        first = job.execute_in_process(
+            run_config=run_config, instance=instance, raise_on_error=False
+        )
+        assert not first.success
+        [headsup] = standin.messages()
+        sim.faults.clear()
+        retry = job.execute_in_process(run_config=run_config, instance=instance)
+    assert retry.success
+    first_message, verdict = standin.wait_for_messages(2, timeout_s=10)
+    assert first_message == headsup
+    assert verdict.reply_to == headsup.message_id
+    assert "BTC</b> long cascade" in verdict.text
+    records = {r.key: r.status for r in AlertLedger(ledger_path(alert_settings.data_dir)).records()}
+    assert records == {f"headsup:BTC:{minute}": "sent", f"verdict:BTC:{minute}": "sent"}

@@ -1,19 +1,31 @@
-"""The ledger's decisions: de-dup, per-level cooldowns, statuses, and atomic claims.
+"""The ledger's decisions: de-dup, per-level cooldowns, statuses, atomic claims, owned marks,
+abandoned claims taken back, and at most one repeat.
 
 Time moves through an injected clock; concurrency is real (threads and processes on one file).
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from cg_assets.telegram.ledger import AlertLedger, Policy, Prior, SignalRef, hold_back, ledger_path
+from cg_assets.telegram.ledger import (
+    AlertLedger,
+    Claim,
+    Policy,
+    Prior,
+    SignalRef,
+    hold_back,
+    ledger_path,
+    process_alive,
+)
 from cg_assets_tests.test_alerts.conftest import START, Clock
 
 HIGH = SignalRef("funding", "HIGH")
@@ -32,10 +44,20 @@ def ledger(tmp_path: Path, clock: Clock) -> AlertLedger:
     return AlertLedger(ledger_path(tmp_path), clock=clock)
 
 
-def sent(ledger: AlertLedger, key: str, *signals: SignalRef, coin: str = "BTC") -> None:
+def claimed(ledger: AlertLedger, key: str, *signals: SignalRef, coin: str = "BTC") -> Claim:
     claim = ledger.claim(key, coin, signals, "1")
     assert claim.granted, claim.reason
-    ledger.mark_sent(key, message_id=1, attempts=1)
+    return claim
+
+
+def sending(ledger: AlertLedger, key: str, *signals: SignalRef, coin: str = "BTC") -> Claim:
+    claim = claimed(ledger, key, *signals, coin=coin)
+    assert ledger.mark_sending(claim, f"<b>{key}</b>")
+    return claim
+
+
+def sent(ledger: AlertLedger, key: str, *signals: SignalRef, coin: str = "BTC") -> None:
+    assert ledger.mark_sent(sending(ledger, key, *signals, coin=coin), message_id=1, attempts=1)
 
 
 def at(minutes_ago: float, level: str = "HIGH") -> list[Prior]:
@@ -128,23 +150,26 @@ def test_only_fresh_signals_are_claimed_and_held_ones_are_reported(ledger, clock
     assert ledger.claim("bar-2", "BTC", [HIGH], "1").granted
 
 
-def test_the_same_key_is_never_claimed_twice_while_pending_or_sent(ledger, clock):
-    assert ledger.claim("k", "BTC", [HIGH], "1").granted
+def test_the_same_key_is_never_claimed_twice_while_in_flight_or_sent(ledger, clock):
+    claim = claimed(ledger, "k", HIGH)
     again = ledger.claim("k", "BTC", [HIGH], "1")
     assert (again.granted, again.reason) == (False, "being sent by another run")
-    ledger.mark_sent("k", message_id=17, attempts=1)
+    assert ledger.mark_sending(claim, "<b>k</b>")
+    assert ledger.claim("k", "BTC", [HIGH], "1").reason == "being sent by another run"
+    assert ledger.mark_sent(claim, message_id=17, attempts=1)
     clock.advance(600)  # long after every cooldown
     again = ledger.claim("k", "BTC", [HIGH], "1")
     assert (again.granted, again.reason) == (False, "already sent as message 17")
 
 
 def test_failed_and_suppressed_alerts_can_be_claimed_again(ledger, clock):
-    assert ledger.claim("k", "BTC", [HIGH], "1").granted
-    ledger.mark_failed("k", "chat 1 not found: check TELEGRAM_CHAT_ID", attempts=1)
+    first = sending(ledger, "k", HIGH)
+    assert ledger.mark_failed(first, "chat 1 not found: check TELEGRAM_CHAT_ID", attempts=1)
     assert ledger.get("k").status == "failed"
     clock.advance(1)
     claim = ledger.claim("k", "BTC", [HIGH], "1")  # a failed alert holds nothing back
-    assert claim.granted
+    assert (claim.granted, claim.repeat) == (True, False)
+    assert claim.token != first.token
     record = ledger.get("k")
     assert (record.status, record.error, record.attempts) == ("pending", "", 1)
     ledger.suppress("s", "ETH", [HIGH], "1", "suppressed: no TELEGRAM_BOT_TOKEN")
@@ -157,24 +182,142 @@ def test_suppress_never_overwrites_a_sent_alert(ledger):
     assert (record.status, ledger.get("k").status) == ("sent", "sent")
 
 
-def test_a_pending_row_of_a_dead_run_is_released_after_the_lease(ledger, clock):
-    assert ledger.claim("k", "BTC", [HIGH], "1").granted  # the run dies here
+def test_a_claim_past_its_lease_that_never_began_sending_was_not_delivered(ledger, clock):
+    first = claimed(ledger, "k", HIGH)  # the run stops here, alive but stuck (or elsewhere)
     clock.advance(9)
     assert not ledger.claim("other", "BTC", [SignalRef("funding", "HIGH")], "1").granted
     clock.advance(2)  # past the 10-minute lease
-    ledger.claim("x", "ETH", [HIGH], "1")
+    assert ledger.claim("k", "BTC", [HIGH], "1").repeat is False  # nothing went out: no flag
+    assert ledger.get("k").unconfirmed == 0
+    # The stuck run wakes up: its claim is gone, so it may neither send nor record.
+    assert ledger.mark_sending(first, "<b>late</b>") is False
+    assert ledger.mark_failed(first, "late", attempts=0) is False
+    assert ledger.get("k").status == "pending"
+
+
+def test_an_abandoned_claim_before_sending_holds_nothing_back(ledger, clock):
+    claimed(ledger, "k", HIGH)
+    clock.advance(11)
+    assert ledger.claim("other", "BTC", [HIGH], "1").granted  # no 10-minute mute
     record = ledger.get("k")
-    assert record.status == "failed"
-    assert "delivery unknown" in record.error
+    assert (record.status, record.error) == (
+        "failed",
+        "abandoned before sending (its lease expired): not delivered",
+    )
+
+
+def test_an_abandoned_send_is_unknown_counts_as_sent_and_is_repeated_once(ledger, clock):
+    first = sending(ledger, "k", HIGH)  # the run dies after the request went out
+    clock.advance(11)
+    held = ledger.claim("other", "BTC", [HIGH], "1")  # cooldown still applies
+    assert held.reason == (
+        "suppressed: funding: cooldown, HIGH alerted 11 min ago (HIGH cooldown 30 min)"
+    )
+    record = ledger.get("k")
+    assert (record.status, record.unconfirmed) == ("unknown", 1)
+    assert record.error == "abandoned while sending (its lease expired): delivery unknown"
+    assert [r.key for r in ledger.undelivered("k", since=0)] == ["k"]
+    repeat = ledger.claim("k", "BTC", [HIGH], "1")
+    assert (repeat.granted, repeat.repeat) == (True, True)
+    assert ledger.mark_sent(first, message_id=5, attempts=1) is False  # stale owner ignored
+    assert ledger.mark_sending(repeat, "<b>k</b>")
+    clock.advance(11)  # the repeat dies while sending too: two copies may be out, no third
+    again = ledger.claim("k", "BTC", [HIGH], "1")
+    assert again.reason == "delivery unknown after 2 sends: not sent again (at most one repeat)"
+    assert ledger.undelivered("k", since=0) == []
+    assert not ledger.claim("other", "BTC", [HIGH], "1").granted  # it still holds the rule
+
+
+def test_a_send_without_answer_is_unknown_and_holds_back_like_a_sent_one(ledger, clock):
+    claim = sending(ledger, "k", HIGH)
+    assert ledger.mark_failed(claim, "no answer", attempts=2, unconfirmed=1)
+    record = ledger.get("k")
+    assert (record.status, record.unconfirmed, record.attempts) == ("unknown", 1, 2)
+    clock.advance(10)
+    assert "cooldown" in ledger.claim("other", "BTC", [HIGH], "1").reason
+    # A later Telegram refusal does not forget the copy that may be out.
+    repeat = ledger.claim("k", "BTC", [HIGH], "1")
+    assert repeat.repeat
+    assert ledger.mark_failed(repeat, "Forbidden", attempts=1)
+    assert (ledger.get("k").status, ledger.get("k").unconfirmed) == ("failed", 1)
+    assert ledger.claim("k", "BTC", [HIGH], "1").repeat
+
+
+def test_marks_need_a_granted_claim(ledger):
+    sent(ledger, "a", HIGH)
+    refused = ledger.claim("b", "BTC", [HIGH], "1")
+    with pytest.raises(ValueError, match="alert 'b': the claim was not granted"):
+        ledger.mark_sent(refused, message_id=1, attempts=1)
+
+
+def test_undelivered_lists_what_is_owed_by_prefix_and_age(ledger, clock):
+    sent(ledger, "digest:BTC:1", HIGH)
+    for key in ("digest:ETH:1", "headsup:ETH:1"):
+        claim = sending(ledger, key, SignalRef("oi_change", "HIGH"), coin=key.split(":")[1])
+        ledger.mark_failed(claim, "gave up after 4 attempts", attempts=4)
+    clock.advance(30)
+    claim = sending(ledger, "digest:SOL:2", HIGH, coin="SOL")
+    ledger.mark_failed(claim, "no answer", attempts=2, unconfirmed=2)  # given up
+    ledger.suppress("digest:XRP:2", "XRP", [HIGH], "1", "suppressed: stale inputs")
+    claimed(ledger, "digest:ADA:2", HIGH, coin="ADA")  # in flight, not owed
+    assert [r.key for r in ledger.undelivered("digest:", since=0)] == ["digest:ETH:1"]
+    assert ledger.undelivered("digest:", since=clock() - 60) == []
+
+
+def test_a_dead_local_owner_is_taken_back_without_waiting_for_the_lease(ledger, tmp_path):
+    """A process claims and marks sending, then is killed -9: the next claim (no time passed)
+    finds its process gone and takes the row back as of unknown delivery."""
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(ledger.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout.readline().strip() == "sending"
+        assert ledger.claim("k", "BTC", [HIGH], "1").reason == "being sent by another run"
+    finally:
+        owner.kill()
+        owner.wait(timeout=30)
+    [owed] = ledger.undelivered("k", since=0)
+    assert (owed.status, owed.unconfirmed) == ("unknown", 1)
+    assert (
+        owed.error == f"abandoned while sending (its process {owner.pid} is gone): delivery unknown"
+    )
+    repeat = ledger.claim("k", "BTC", [HIGH], "1")
+    assert (repeat.granted, repeat.repeat) == (True, True)
+
+
+OWNER = """
+import sys
+from cg_assets.telegram.ledger import AlertLedger, SignalRef
+ledger = AlertLedger(sys.argv[1])
+claim = ledger.claim("k", "BTC", [SignalRef("funding", "HIGH")], "1")
+assert ledger.mark_sending(claim, "<b>k</b>")
+print("sending", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_process_alive(tmp_path):
+    assert process_alive(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait(timeout=30)
+    assert not process_alive(child.pid)  # reaped
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child never exited"
+        time.sleep(0.01)
+    assert not process_alive(zombie.pid)  # exited, not yet reaped
+    zombie.wait(timeout=30)
 
 
 def test_records_and_fields(ledger, clock):
-    assert ledger.claim(
-        "k", "BTC", [HIGH, SignalRef("oi_change", "MEDIUM")], "-100", reply_to=3
-    ).granted
-    ledger.set_text("k", "<b>BTC</b>")
+    claim = ledger.claim("k", "BTC", [HIGH, SignalRef("oi_change", "MEDIUM")], "-100", reply_to=3)
+    assert ledger.mark_sending(claim, "<b>BTC</b>")
     clock.advance(1)
-    ledger.mark_sent("k", message_id=9, attempts=2, note="attempt 1: timed out")
+    assert ledger.mark_sent(claim, message_id=9, attempts=2, note="attempt 1: timed out")
     [record] = ledger.records(coin="BTC", status="sent")
     assert record.rules == ("funding", "oi_change")
     assert (record.level, record.chat_id, record.reply_to) == ("HIGH", "-100", 3)
@@ -182,8 +325,6 @@ def test_records_and_fields(ledger, clock):
     assert record.text == "<b>BTC</b>"
     assert record.updated_at - record.created_at == 60
     assert ledger.records(coin="ETH") == []
-    with pytest.raises(KeyError, match="no alert with key 'nope'"):
-        ledger.mark_sent("nope", 1, 1)
 
 
 def test_the_file_is_sqlite_in_wal_mode_under_the_data_dir(tmp_path):
@@ -221,9 +362,12 @@ from cg_assets.telegram.ledger import AlertLedger, SignalRef
 ledger = AlertLedger(sys.argv[1])
 print("ready", flush=True)
 sys.stdin.readline()
-won = [ledger.claim(f"bar-{i}", "BTC", [SignalRef("funding", "HIGH")], "1").granted
-       for i in range(20)]
-print(sum(won))
+won = 0
+for i in range(20):
+    claim = ledger.claim(f"bar-{i}", "BTC", [SignalRef("funding", "HIGH")], "1")
+    if claim.granted:  # sent, as `deliver` would: a claim left pending dies with its process
+        won += ledger.mark_sending(claim, "x") and ledger.mark_sent(claim, 1, attempts=1)
+print(won)
 """
 
 
@@ -247,3 +391,69 @@ def test_racing_processes_claim_each_alert_once_in_total(tmp_path):
     wins = [int(p.communicate("go\n", timeout=60)[0]) for p in procs]
     assert sum(wins) == 1
     assert len(AlertLedger(path).records(status="suppressed")) == 19
+
+
+# --------------------------------------------------------------------------- older ledgers
+
+# The ledger as the code before claim owners created it (schema version 0).
+V0_SCHEMA = """
+CREATE TABLE alerts (
+    key TEXT PRIMARY KEY, coin TEXT NOT NULL, rules TEXT NOT NULL, level TEXT NOT NULL,
+    chat_id TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed', 'suppressed')),
+    error TEXT NOT NULL DEFAULT '', note TEXT NOT NULL DEFAULT '', message_id INTEGER,
+    reply_to INTEGER, attempts INTEGER NOT NULL DEFAULT 0, text TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL, claimed_at REAL, updated_at REAL NOT NULL
+);
+CREATE TABLE alert_signals (
+    key TEXT NOT NULL REFERENCES alerts (key) ON DELETE CASCADE, coin TEXT NOT NULL,
+    rule TEXT NOT NULL, level TEXT NOT NULL, PRIMARY KEY (key, rule)
+);
+CREATE INDEX alert_signals_by_rule ON alert_signals (coin, rule);
+CREATE INDEX alerts_by_status ON alerts (status, claimed_at);
+"""
+
+
+def test_a_ledger_of_the_previous_schema_is_migrated(tmp_path, clock):
+    """Its rows and signals survive; a row that was pending may have been mid-send and one
+    abandoned while sending was of unknown delivery, so both now say so."""
+    path = ledger_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    t = START.timestamp() - 60
+    rows = [
+        ("sent", "sent", "", 7),
+        ("pending", "pending", "", None),
+        ("abandoned", "failed", "abandoned while sending: the run stopped; delivery unknown", None),
+        ("refused", "failed", "chat 1 not found", None),
+        ("quiet", "suppressed", "suppressed: no TELEGRAM_BOT_TOKEN", None),
+    ]
+    with sqlite3.connect(path) as con:
+        con.executescript(V0_SCHEMA)
+        for key, status, error, message_id in rows:
+            con.execute(
+                "INSERT INTO alerts (key, coin, rules, level, chat_id, status, error, message_id,"
+                " created_at, claimed_at, updated_at) VALUES (?, ?, 'funding', 'HIGH', '1',"
+                " ?, ?, ?, ?, ?, ?)",
+                (key, key, status, error, message_id, t, t, t),
+            )  # each row its own coin, so no row holds another back
+            con.execute("INSERT INTO alert_signals VALUES (?, ?, 'funding', 'HIGH')", (key, key))
+    ledger = AlertLedger(path, clock=clock)
+    records = {r.key: r for r in ledger.records()}
+    assert {k: (r.status, r.unconfirmed) for k, r in records.items()} == {
+        "sent": ("sent", 0),
+        "pending": ("sending", 0),
+        "abandoned": ("unknown", 1),
+        "refused": ("failed", 0),
+        "quiet": ("suppressed", 0),
+    }
+    assert records["sent"].message_id == 7
+    with sqlite3.connect(path) as con:
+        assert con.execute("SELECT count(*) FROM alert_signals").fetchone() == (5,)
+        assert con.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert con.execute("PRAGMA user_version").fetchone() == (1,)
+    AlertLedger(path, clock=clock)  # opening it again changes nothing
+    assert {r.key: r.status for r in ledger.records()}["pending"] == "sending"
+    # The old pending row keeps its lease from when it was claimed, then counts as unknown.
+    assert ledger.claim("pending", "pending", [HIGH], "1").reason == "being sent by another run"
+    clock.advance(10)
+    assert ledger.claim("pending", "pending", [HIGH], "1").repeat
