@@ -8,7 +8,7 @@ exchanges, the day before included). Then, in the same run:
 - DuckDB: the asset's own code path (`open_inputs` + `heatmap_cells` + `split_unpriced` from
   cg_assets.heatmaps.liquidation): Parquet scan, reference-price ASOF join, one group-by;
 - pandas: a straightforward implementation of the same rule (read_parquet, lower median of the
-  exchanges' closes, merge_asof on the bucket end, groupby).
+  exchanges' closes, merge_asof on the time bucket's start, groupby).
 
 Both must give the same cells: same keys, reference prices and event counts exactly, USD sums
 to 1e-9 relative (float sums depend on summation order). Printed per size: seconds (best of
@@ -119,8 +119,7 @@ def duckdb_heatmap(lake: Lake) -> pa.Table:
         rows = heatmap_cells(con, start_ms=T0, end_ms=T0 + DAY_MS, bucket_ms=MINUTE_MS, grid=GRID)
     finally:
         con.close()
-    cells, _, _ = split_unpriced(rows)
-    return cells
+    return split_unpriced(rows).cells
 
 
 def pandas_heatmap(lake: Lake) -> pd.DataFrame:
@@ -148,11 +147,10 @@ def pandas_heatmap(lake: Lake) -> pd.DataFrame:
             "usd": orders["usd_value"],
         }
     )
-    events["end"] = events["t0"] + MINUTE_MS
     events = pd.merge_asof(
-        events.sort_values("end"),
+        events.sort_values("t0"),
         closes[["symbol", "close_ms", "close"]].sort_values("close_ms"),
-        left_on="end",
+        left_on="t0",
         right_on="close_ms",
         by="symbol",
     ).dropna(subset=["close"])

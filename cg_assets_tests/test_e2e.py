@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any, TypeVar
 import duckdb
 import pytest
 
+from cg_assets_tests.processes import processes_with_env
 from cg_assets_tests.test_definitions.test_defs import LINEAGE
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -42,6 +42,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def accepts(port: int) -> bool:
+    """Whether something accepts connections on the loopback `port`."""
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def get_json(url: str, body: dict | None = None) -> Any:
@@ -65,14 +72,10 @@ def wait_for(predicate: Callable[[], T | None], timeout_s: float, what: str) -> 
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def leftovers(marker: str) -> list[str]:
-    found = subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True).stdout
-    return [line for line in found.splitlines() if "pgrep" not in line]
-
-
 @dataclass
 class System:
     data_dir: Path
+    ports: dict[str, int]
     ui: str
     health: str
     standin: str
@@ -122,6 +125,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     output: list[str] = []
     system = System(
         data_dir,
+        ports,
         f"http://127.0.0.1:{ports['ui']}",
         f"http://127.0.0.1:{ports['sidecar']}",
         f"http://127.0.0.1:{ports['telegram']}",
@@ -246,8 +250,7 @@ def test_ctrl_c_leaves_nothing_behind(system: System):
     system.proc.send_signal(signal.SIGINT)
     system.proc.communicate(timeout=90)
     assert system.proc.returncode == 0
-    assert leftovers(str(system.data_dir)) == []
-    with pytest.raises(urllib.error.URLError, match="Connection refused"):
-        urllib.request.urlopen(f"{system.health}/health/live", timeout=2)
-    with pytest.raises(urllib.error.URLError, match="Connection refused"):
-        urllib.request.urlopen(f"{system.ui}/server_info", timeout=2)
+    # Every child inherited CG_DATA_DIR, whatever its command line says (test_processes.py).
+    assert processes_with_env("CG_DATA_DIR", str(system.data_dir)) == []
+    listening = {name: port for name, port in system.ports.items() if accepts(port)}
+    assert listening == {}

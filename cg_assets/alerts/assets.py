@@ -11,6 +11,13 @@ It also pays what earlier evaluations owe: a digest that was claimed but never c
 (the run died or was interrupted, Telegram failed or did not answer) is sent again, before the
 newest bar's, for `stale_after_bars` bars after it was first decided, and judged fresh or
 stale as of that first decision, since only its delivery was late.
+
+Input completeness: a digest for bar T goes out only once every market input has its row for
+T (the snapshot's `absent_inputs` is empty), or once `INPUTS_DEADLINE` after T closed has
+passed, and then the message names the inputs it went without. Until then the digest is held:
+nothing is recorded in the ledger, so a later evaluation of the same bar (the refresh landed,
+`signals` re-ran) decides afresh and the corrected bar alerts once. The snapshot never fills
+a missing input from an earlier bar, so a late refresh can no longer repeat the bar before.
 """
 
 import time
@@ -41,6 +48,10 @@ if TYPE_CHECKING:
 ASSET = "telegram_alerts"
 GROUP = "alerts"
 PREVIEW_CHARS = 1500
+# How long after its bar closed a digest waits for inputs the bar lacks. The hourly market
+# refresh stores a bar at HH:05 and `signals_hourly` evaluates it at HH:07; `signals_recheck`
+# evaluates it again at HH:37, after this deadline, so a held digest is decided within the hour.
+INPUTS_DEADLINE = timedelta(minutes=30)
 
 DIGEST_PREFIX = "digest:"
 
@@ -123,20 +134,45 @@ def read_evaluations(
     ]
 
 
+@dataclass(frozen=True)
+class Held:
+    """A digest not decided yet: its bar lacks inputs and their deadline is still ahead."""
+
+    key: str
+    coin: str
+    reason: str
+
+
 def stale_reason(snapshot: dict[str, Any], now: datetime, interval_ms: int, bars: float) -> str:
-    """Why the inputs are too old to alert on ('' = fresh): the newest input bar is more than
-    `bars` intervals older than `now`."""
-    newest = snapshot.get("data_ts") or snapshot.get("ts")
-    if newest is None:
-        return "suppressed: stale inputs: the snapshot has no data timestamp"
-    age = now - newest
+    """Why the bar is too old to alert on ('' = fresh): it started more than `bars` intervals
+    before `now` (every snapshot value is the bar's own, so the bar's age is the inputs')."""
+    bar = snapshot.get("ts")
+    if bar is None:
+        return "suppressed: stale inputs: the snapshot has no bar time"
+    age = now - bar
     limit = timedelta(milliseconds=interval_ms * bars)
     if age <= limit:
         return ""
     return (
-        f"suppressed: stale inputs: newest input bar {newest:%Y-%m-%d %H:%M} UTC is"
+        f"suppressed: stale inputs: bar {bar:%Y-%m-%d %H:%M} UTC is"
         f" {age.total_seconds() / 3600:.1f} h old at {now:%H:%M} UTC (limit {bars:g} bars,"
         f" {limit.total_seconds() / 3600:.1f} h)"
+    )
+
+
+def waiting_reason(snapshot: dict[str, Any], now: datetime, interval_ms: int) -> str:
+    """Why the digest must wait ('' = decide now): inputs with no row at the bar, before
+    INPUTS_DEADLINE after the bar closed."""
+    absent = [str(name) for name in snapshot.get("absent_inputs") or ()]
+    if not absent:
+        return ""
+    bar = snapshot["ts"]
+    deadline = bar + timedelta(milliseconds=interval_ms) + INPUTS_DEADLINE
+    if now >= deadline:
+        return ""
+    return (
+        f"held: no {', '.join(absent)} bar at {bar:%Y-%m-%d %H:%M} UTC yet; waiting until"
+        f" {deadline:%H:%M} UTC, then sent naming what is missing"
     )
 
 
@@ -182,7 +218,15 @@ def build_alert_assets(
             )
         gate = telegram.gate()
         chat_id, chat_setting = telegram.target()
-        pending = [e for e in evaluations if e.signals]
+        held = [
+            Held(e.key, e.coin, why)
+            for e in evaluations
+            if e.signals and (why := waiting_reason(e.snapshot, now, settings.interval_ms))
+        ]
+        for digest in held:
+            context.log.info(f"{digest.key}: {digest.reason}")
+        waiting = {h.key for h in held}
+        pending = [e for e in evaluations if e.signals and e.key not in waiting]
         outcomes: list[Outcome] = []
         if gate or not pending:
             outcomes = [
@@ -210,7 +254,9 @@ def build_alert_assets(
                             chat_setting,
                         )
                     )
-        yield dg.MaterializeResult(metadata=_metadata(evaluations, outcomes, ledger, list(owed)))
+        yield dg.MaterializeResult(
+            metadata=_metadata(evaluations, outcomes, held, ledger, list(owed))
+        )
         failed = [o for o in outcomes if o.status in ("failed", "unknown")]
         yield dg.AssetCheckResult(
             check_name="delivered",
@@ -267,15 +313,17 @@ def _deliver(
 def _metadata(
     evaluations: Sequence[Evaluation],
     outcomes: Sequence[Outcome],
+    held: Sequence[Held],
     ledger: AlertLedger,
     owed: Sequence[str],
 ) -> dict[str, Any]:
     statuses = ("sent", "suppressed", "failed", "unknown", "skipped")
     counts = {s: sum(o.status == s for o in outcomes) for s in statuses}
+    counts["held"] = len(held)
     shown = next((o for o in outcomes if o.status == "sent"), outcomes[0] if outcomes else None)
     rows = [
         f"| {o.coin} | {o.status} | {o.message_id or ''} | {_cell(o.reason)} |" for o in outcomes
-    ]
+    ] + [f"| {h.coin} | held |  | {_cell(h.reason)} |" for h in held]
     return {
         **counts,
         "coins_evaluated": len(evaluations),

@@ -121,6 +121,9 @@ def snapshot_lines(snapshot: Mapping[str, Any], interval: str = "1h") -> list[st
         f" · top pos {escape(fmt_num(get('top_position_long_pct')))}",
         f"Taker buy share {hour}: {escape(fmt_num(get('taker_buy_share_pct')))}%",
     ]
+    absent = [str(name) for name in get("absent_inputs") or ()]
+    if absent:
+        lines.append(f"⚠️ Sent without {escape(', '.join(absent))} (not in the lake for this bar)")
     missing = _missing(get("missing"))
     if missing:
         lines.append(f"⚠️ Missing: {escape(missing)}")

@@ -7,8 +7,11 @@ of `liquidation_heatmap`: median close of the latest bar closed by then). A wind
 bar closed more than max(window, CG_INTERVAL) before its end is skipped: a stale price would
 put the zones in the wrong place. Per bucket of that grid:
 
-- `liq_norm`: the USD liquidated in the bucket during the window (liquidation_heatmap cells,
-  placed by their mid price), min-max normalised over the window's buckets;
+- `liq_norm`: the USD liquidated in the bucket during the window, min-max normalised over the
+  window's buckets. It reads the liquidation_heatmap cells lying wholly in the window: a cell
+  [ts, ts + bucket_minutes) counts once it has ended at or before the window's end (and began
+  at or after its start), so a window ending 00:15 never sees an hour cell still running
+  until 01:00. Cells are placed by their mid price;
 - `oi_norm`: open-interest build-up attributed to where the price traded: each bar that closed
   in the window (or, when the window is shorter than a bar, the latest closed bar) spreads its
   OI increase (close - open, if positive: new positions, whose stops and liquidation levels sit
@@ -93,6 +96,8 @@ _OI_SCHEMA = MARKET_ASSETS_BY_NAME[OPEN_INTEREST].schema
 
 # Views: windows(symbol, end_ms), coin_bars (inputs.COIN_BARS_SQL), liquidation_heatmap,
 # open_interest_ohlc. One row per (coin, window end, bucket) holding liquidations or traded.
+# A heatmap cell is read only once it has ended (ts + bucket_minutes) by the window's end; a
+# cell stored before `bucket_minutes` existed has no known end and is not read.
 # A window whose latest bar closed more than max(window, bar) before its end is left out: its
 # price would be stale, and a signal read from it would point at the wrong zone.
 COMPOSITE_SQL = """
@@ -113,7 +118,7 @@ liq AS (
     JOIN liquidation_heatmap AS h
         ON h.symbol = r.symbol
         AND epoch_ms(h.ts) >= r.end_ms - $window_ms
-        AND epoch_ms(h.ts) < r.end_ms
+        AND epoch_ms(h.ts) + h.bucket_minutes * $minute_ms <= r.end_ms
 ),
 traded AS (
     SELECT
@@ -307,6 +312,7 @@ def raw_components(
     sorted by (symbol, end_ms, bucket)."""
     params = {
         "window_ms": window_ms,
+        "minute_ms": MINUTE_MS,
         "fresh_ms": max(window_ms, interval_ms),
         "grid": grid,
         "edge": EDGE_TOLERANCE,

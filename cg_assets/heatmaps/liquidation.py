@@ -1,20 +1,23 @@
 """`liquidation_heatmap`: where liquidations happened, per coin, time bucket and price bucket.
 
-Reference price (the exact rule): for a time bucket [t0, t0 + bucket) of a coin, take the
-latest `price_ohlc` bar whose close time (bar start + CG_INTERVAL) is at or before the END of
-the time bucket; `ref_price` is the median of the closes the exchanges reported for that bar
-(for an even count the lower of the two middle ones, so it is a price an exchange printed).
-A bar still open at the bucket's end is never used, so a heatmap computed later agrees with one
-computed live: no look-ahead. Events of a coin with no such bar yet are left out of the cells
-and counted in the `unpriced_events` metadata (and the run log).
+Reference price, the exact rule: a `price_ohlc` bar is usable for an event only once it has
+closed (bar start + CG_INTERVAL) at or before the start of the event's own time bucket. The
+cell [t0, t0 + bucket) of a coin therefore measures every event in it from the newest bar that
+closed by t0, and `ref_price` is the median of the closes the exchanges reported for that bar
+(for an even count the lower of the two middle ones, so it is a price an exchange printed). No
+event is priced against a close that became known after its bucket began, whatever the bucket
+size, so a heatmap computed later agrees with one computed live. Events of a coin with no such
+bar yet are left out of the cells and counted in the `unpriced_events` metadata (and the run
+log).
 
 Everything is one DuckDB query over the lake's Parquet files: the reference prices are found
 once per (coin, time bucket) of the range with an ASOF join, then every event is placed and the
 cells summed in a single pass. No Python touches a row.
 """
 
-from collections.abc import Iterator
-from datetime import date
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 
 import dagster as dg
 import duckdb
@@ -34,7 +37,8 @@ from cg_assets.partitions import daily_partitions, days_between, to_ms
 from cg_assets.resources import LakeResource
 from cg_assets.settings import Settings
 from cg_assets.storage import Lake
-from cg_assets.tables import Column, column_schema, schema_of
+from cg_assets.storage.checks import SCHEMA_CHECK
+from cg_assets.tables import CheckOutcome, Column, column_schema, schema_of
 
 ASSET = "liquidation_heatmap"
 GROUP = "heatmaps"
@@ -45,6 +49,11 @@ COLUMNS: tuple[Column, ...] = (
     Column("symbol", pa.string(), "Coin ticker, e.g. BTC"),
     Column("bucket", pa.int64(), "Price bucket: floor((price / ref_price - 1) / grid)"),
     Column("grid", pa.float64(), "Bucket width as a fraction of ref_price (0.0025 = 0.25%)"),
+    Column(
+        "bucket_minutes",
+        pa.int64(),
+        "Length of the time bucket, minutes: the cell covers [ts, ts + bucket_minutes)",
+    ),
     Column("ref_price", pa.float64(), "Coin price the buckets are measured from, USD"),
     Column("price_low", pa.float64(), "Bucket's lower bound (inclusive), USD"),
     Column("price_high", pa.float64(), "Bucket's upper bound (exclusive), USD"),
@@ -71,7 +80,7 @@ refs AS (
     SELECT s.symbol, s.t0, b.close AS ref_price
     FROM slots AS s
     ASOF JOIN coin_bars AS b
-        ON s.symbol = b.symbol AND b.close_ms <= s.t0 + $bucket_ms
+        ON s.symbol = b.symbol AND b.close_ms <= s.t0
 ),
 events AS (
     SELECT
@@ -102,6 +111,7 @@ SELECT
     symbol,
     bucket,
     $grid AS grid,
+    $bucket_minutes AS bucket_minutes,
     ref_price,
     ref_price * (1 + bucket * $grid) AS price_low,
     ref_price * (1 + (bucket + 1) * $grid) AS price_high,
@@ -113,14 +123,49 @@ FROM cells
 ORDER BY symbol, ts, bucket
 """
 
-CHECK_SQL = {
-    "usd_conserved": (
-        "SELECT abs((SELECT coalesce(sum(usd_value), 0) FROM liquidation_orders"
-        " WHERE epoch_us(ts) >= $start_us AND epoch_us(ts) < $end_us"
-        " AND side IN ('long', 'short')) - $placed_usd - $unpriced_usd)"
-        " > 1e-6 * greatest(1, $placed_usd)"
-    ),
+CHECKS: dict[str, str] = {
+    SCHEMA_CHECK: "Columns and types match the contract.",
+    "usd_conserved": "Read back from the lake: per coin and time bucket, the stored cells plus"
+    " the events left unpriced hold exactly the days' liquidations (count, long and short USD),"
+    " and every cell's total is its long plus short USD.",
 }
+
+# Over the view `rows` (the cells as stored), the orders again (`liquidation_orders`) and the
+# run's unpriced events per coin and time bucket (`unpriced_slots`): the time buckets that do
+# not add up, plus the stored cells whose total is not their long + short USD. Grouping the
+# orders by time bucket alone needs no reference price, so a cell lost, duplicated or
+# corrupted on the way to the lake shows here whatever the heatmap query did.
+USD_CONSERVED_SQL = """
+WITH expected AS (
+    SELECT symbol, epoch_ms(ts) // $bucket_ms * $bucket_ms AS t0,
+           count(*) AS events,
+           coalesce(sum(usd_value) FILTER (WHERE side = 'long'), 0) AS long_usd,
+           coalesce(sum(usd_value) FILTER (WHERE side = 'short'), 0) AS short_usd
+    FROM liquidation_orders
+    WHERE ts >= $start AND ts < $end AND side IN ('long', 'short')
+    GROUP BY ALL
+),
+accounted AS (
+    SELECT symbol, epoch_ms(ts) AS t0, events, long_usd, short_usd FROM rows
+    UNION ALL
+    SELECT symbol, t0, events, long_usd, short_usd FROM unpriced_slots
+),
+found AS (
+    SELECT symbol, t0, sum(events) AS events, sum(long_usd) AS long_usd,
+           sum(short_usd) AS short_usd
+    FROM accounted
+    GROUP BY ALL
+)
+SELECT
+    (SELECT count(*)
+     FROM expected AS e FULL OUTER JOIN found AS f USING (symbol, t0)
+     WHERE e.events IS DISTINCT FROM f.events
+        OR abs(e.long_usd - f.long_usd) > $rel * greatest(1, e.long_usd)
+        OR abs(e.short_usd - f.short_usd) > $rel * greatest(1, e.short_usd)),
+    (SELECT count(*) FROM rows
+     WHERE abs(total_usd - long_usd - short_usd) > $rel * greatest(1, total_usd))
+"""
+USD_TOLERANCE = 1e-9  # relative: float sums depend on their order
 
 
 class LiquidationHeatmapConfig(dg.Config):
@@ -162,23 +207,77 @@ def heatmap_cells(
             "end_us": end_ms * 1000,
             "bucket_ms": bucket_ms,
             "bucket_us": bucket_ms * 1000,
+            "bucket_minutes": bucket_ms // MINUTE_MS,
             "grid": grid,
             "edge": EDGE_TOLERANCE,
         },
     ).to_arrow_table()
 
 
-def split_unpriced(rows: pa.Table) -> tuple[pa.Table, int, float]:
-    """(cells in SCHEMA, unpriced events, their USD) from `heatmap_cells`' rows."""
+@dataclass(frozen=True)
+class HeatmapRows:
+    """`heatmap_cells`' rows split: the cells (in SCHEMA) and, per coin and time bucket, the
+    events that had no reference price (`symbol`, `t0` in epoch ms, `events`, `long_usd`,
+    `short_usd`)."""
+
+    cells: pa.Table
+    unpriced: pa.Table
+
+    @property
+    def unpriced_events(self) -> int:
+        return int(pc.sum(self.unpriced["events"]).as_py() or 0)
+
+    @property
+    def unpriced_usd(self) -> float:
+        total = pc.add(self.unpriced["long_usd"], self.unpriced["short_usd"])
+        return float(pc.sum(total).as_py() or 0.0)
+
+
+def split_unpriced(rows: pa.Table) -> HeatmapRows:
     priced = pc.is_valid(rows["bucket"])
     unpriced = rows.filter(pc.invert(priced))
     cells = rows.filter(priced)
     cells = cells.set_column(0, "ts", pc.cast(cells["ts"], pa.timestamp("ms", tz="UTC")))
-    return (
-        cells.cast(SCHEMA),
-        int(pc.sum(unpriced["events"]).as_py() or 0),
-        float(pc.sum(unpriced["total_usd"]).as_py() or 0.0),
+    slots = pa.table(
+        {
+            "symbol": unpriced["symbol"],
+            "t0": pc.cast(unpriced["ts"], pa.int64()),
+            "events": pc.cast(unpriced["events"], pa.int64()),
+            "long_usd": pc.cast(unpriced["long_usd"], pa.float64()),
+            "short_usd": pc.cast(unpriced["short_usd"], pa.float64()),
+        }
     )
+    return HeatmapRows(cells.cast(SCHEMA), slots)
+
+
+def usd_conserved(
+    lake: Lake, days: Sequence[date], window: tuple[int, int], bucket_ms: int, unpriced: pa.Table
+) -> Callable[[duckdb.DuckDBPyConnection], CheckOutcome]:
+    """The `usd_conserved` read-back check (USD_CONSERVED_SQL) for the run's `days` and time
+    `window` (epoch ms), given the events it left unpriced."""
+
+    def check(con: duckdb.DuckDBPyConnection) -> CheckOutcome:
+        lake.attach(con, ORDERS, days, ORDERS_SCHEMA)
+        con.register("unpriced_slots", unpriced)
+        start, end = (datetime.fromtimestamp(ms / 1000, UTC) for ms in window)
+        [(slots, rows)] = con.execute(
+            USD_CONSERVED_SQL,
+            {"start": start, "end": end, "bucket_ms": bucket_ms, "rel": USD_TOLERANCE},
+        ).fetchall()
+        details = {"unbalanced_time_buckets": slots, "cells_not_long_plus_short": rows}
+        if slots or rows:
+            return CheckOutcome(
+                "usd_conserved",
+                False,
+                f"{slots} coin time bucket(s) where the stored cells and unpriced events do not"
+                f" add up to the liquidations; {rows} cell(s) whose total is not long + short",
+                details,
+            )
+        return CheckOutcome(
+            "usd_conserved", True, "stored cells + unpriced events = the liquidations", details
+        )
+
+    return check
 
 
 def open_inputs(
@@ -239,12 +338,7 @@ def build_liquidation_heatmap(settings: Settings) -> dg.AssetsDefinition:
         ],
         metadata={"dagster/column_schema": column_schema(COLUMNS)},
         check_specs=[
-            dg.AssetCheckSpec(
-                "usd_conserved",
-                asset=ASSET,
-                description="Every liquidated dollar of the days is in a cell or counted as"
-                " unpriced.",
-            )
+            dg.AssetCheckSpec(name, asset=ASSET, description=text) for name, text in CHECKS.items()
         ],
     )
     def liquidation_heatmap(
@@ -256,29 +350,18 @@ def build_liquidation_heatmap(settings: Settings) -> dg.AssetsDefinition:
         bucket_ms = config.bucket_minutes * MINUTE_MS
         with lake.connect() as con:
             open_inputs(con, lake.lake, days, settings.interval_ms)
-            rows = heatmap_cells(
-                con,
-                start_ms=start_ms,
-                end_ms=end_ms,
-                bucket_ms=bucket_ms,
-                grid=config.grid,
+            rows = split_unpriced(
+                heatmap_cells(
+                    con, start_ms=start_ms, end_ms=end_ms, bucket_ms=bucket_ms, grid=config.grid
+                )
             )
-            cells, unpriced, unpriced_usd = split_unpriced(rows)
-            placed_usd = float(pc.sum(cells["total_usd"]).as_py() or 0.0)
-            [(lost,)] = con.execute(
-                CHECK_SQL["usd_conserved"],
-                {
-                    "start_us": start_ms * 1000,
-                    "end_us": end_ms * 1000,
-                    "placed_usd": placed_usd,
-                    "unpriced_usd": unpriced_usd,
-                },
-            ).fetchall()
+        cells, unpriced = rows.cells, rows.unpriced_events
+        placed_usd = float(pc.sum(cells["total_usd"]).as_py() or 0.0)
         if unpriced:
             context.log.warning(
-                f"{unpriced} liquidation(s) (${unpriced_usd:,.0f}) have no reference price yet:"
-                f" no {PRICES} bar of their coin closed before them; materialize {PRICES} for"
-                " those days and re-run"
+                f"{unpriced} liquidation(s) (${rows.unpriced_usd:,.0f}) have no reference price"
+                f" yet: no {PRICES} bar of their coin closed before their time bucket began;"
+                f" materialize {PRICES} for those days and re-run"
             )
         published = lake.publish(ASSET, cells, days)
         metadata = {
@@ -286,6 +369,7 @@ def build_liquidation_heatmap(settings: Settings) -> dg.AssetsDefinition:
             "events": int(pc.sum(cells["events"]).as_py() or 0),
             "liquidated_usd": placed_usd,
             "unpriced_events": unpriced,
+            "unpriced_usd": rows.unpriced_usd,
             "bucket_minutes": config.bucket_minutes,
             "grid": config.grid,
         }
@@ -299,13 +383,7 @@ def build_liquidation_heatmap(settings: Settings) -> dg.AssetsDefinition:
             )
         )
         yield dg.MaterializeResult(metadata=metadata)
-        yield dg.AssetCheckResult(
-            check_name="usd_conserved",
-            passed=not lost,
-            description="liquidated USD = cells + unpriced"
-            if not lost
-            else "cells and unpriced events do not add up to the days' liquidations",
-            metadata={"placed_usd": placed_usd, "unpriced_usd": unpriced_usd},
-        )
+        check = usd_conserved(lake.lake, days, (start_ms, end_ms), bucket_ms, rows.unpriced)
+        yield from lake.check_results(ASSET, days, SCHEMA, {"usd_conserved": check})
 
     return liquidation_heatmap

@@ -8,6 +8,7 @@ missing, so runs never queue behind the file's single writer.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -176,17 +177,26 @@ def _metadata(
 
 
 def preview(table: pa.Table) -> dg.MetadataValue:
-    """The rows as a table in the UI; timestamps as ISO text, so they read as they are stored."""
-    records = [
-        dg.TableRecord(
-            {k: (v.isoformat() if isinstance(v, datetime | date) else v) for k, v in row.items()}
-        )
-        for row in table.to_pylist()
-    ]
+    """The rows as a table in the UI; timestamps as ISO text, so they read as they are stored,
+    and lists as JSON text (a table cell holds only scalars)."""
+    records = [dg.TableRecord({k: _cell(v) for k, v in row.items()}) for row in table.to_pylist()]
     schema = dg.TableSchema(
         columns=[
-            dg.TableColumn(f.name, "string" if pa.types.is_temporal(f.type) else str(f.type))
+            dg.TableColumn(
+                f.name,
+                "string"
+                if pa.types.is_temporal(f.type) or pa.types.is_list(f.type)
+                else str(f.type),
+            )
             for f in table.schema
         ]
     )
     return dg.MetadataValue.table(records=records, schema=schema)
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, list):
+        return json.dumps(value, default=str)
+    return value

@@ -37,12 +37,16 @@ from cg_assets.signals.rules import (
     skipped_rules,
 )
 from cg_assets.signals.snapshot import ASSET as SNAPSHOT
-from cg_assets.signals.snapshot import GROUP, HOUR_MS, MAX_INPUT_AGE_BARS
+from cg_assets.signals.snapshot import GROUP, HOUR_MS
 from cg_assets.storage import Lake
 from cg_assets.storage.checks import SCHEMA_CHECK
 from cg_assets.tables import Column, column_schema, schema_of
 
 ASSET = "signals"
+# A composite-heatmap window gives a bar its zones when it ended by the bar's close and at most
+# this many bars before it (the composite runs every few minutes; an older window means it
+# stopped, and its zones would be stale).
+ZONE_MAX_AGE_BARS = 2
 
 PREVIEW_ROWS = 12
 PREVIEW = ("ts", "symbol", "level", "rule", "title")
@@ -84,7 +88,7 @@ CHECK_SQL: dict[str, str] = {
 }
 
 # For each snapshot, the newest composite-heatmap window that ended by the close of its bar,
-# no more than MAX_INPUT_AGE_BARS bars before it; that window's buckets are the zones.
+# no more than ZONE_MAX_AGE_BARS bars before it; that window's buckets are the zones.
 ZONES_SQL = """
 WITH windows AS (
     SELECT DISTINCT symbol, ts FROM composite_heatmap
@@ -266,7 +270,7 @@ def _zones(
     con.register("snapshot_keys", keys)
     interval = timedelta(milliseconds=interval_ms)
     rows = con.execute(
-        ZONES_SQL, {"interval": interval, "max_age": interval * MAX_INPUT_AGE_BARS}
+        ZONES_SQL, {"interval": interval, "max_age": interval * ZONE_MAX_AGE_BARS}
     ).fetchall()
     zones: dict[tuple[datetime, str], list[Zone]] = defaultdict(list)
     for ts, symbol, low, high, score in rows:

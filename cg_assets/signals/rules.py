@@ -175,7 +175,7 @@ class Snapshot:
     taker_buy_share_pct: float | None = None
     price: float | None = None
     price_change_pct: float | None = None
-    data_ts: datetime | None = None
+    absent_inputs: tuple[str, ...] = ()
     missing: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -184,6 +184,7 @@ class Snapshot:
         values = {f.name: row.get(f.name) for f in fields(cls)}
         missing = values["missing"]
         values["missing"] = json.loads(missing) if isinstance(missing, str) else dict(missing or {})
+        values["absent_inputs"] = tuple(values["absent_inputs"] or ())
         return cls(**values)
 
 

@@ -1,10 +1,14 @@
-"""Evaluate each bar soon after the market refresh has stored it, and finalize yesterday.
+"""Evaluate each bar soon after the market refresh has stored it, again half an hour later, and
+finalize yesterday.
 
 The hourly tick runs a couple of minutes after `market_hourly_refresh` (HH:05) and targets the
-day of the last closed bar, so the 00:07 tick still evaluates yesterday's 23:00 bar. The daily
-tick follows `market_daily_finalize` (00:20), which is what stores yesterday's last bars, so
-yesterday's snapshot and signals end on complete inputs. Run keys make a retried tick
-idempotent.
+day of the last closed bar, so the 00:07 tick still evaluates yesterday's 23:00 bar. The recheck
+at HH:37 evaluates the same bar again: a refresh that finished after HH:07 is in the snapshot
+by then, and the digest of a bar still lacking inputs is past its deadline
+(`cg_assets.alerts.assets.INPUTS_DEADLINE`) and goes out naming them. A bar already alerted is
+not sent again (the ledger's key is the bar). The daily tick follows `market_daily_finalize`
+(00:20), which is what stores yesterday's last bars, so yesterday's snapshot and signals end on
+complete inputs. Run keys make a retried tick idempotent.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -21,6 +25,8 @@ if TYPE_CHECKING:  # the return type of define_asset_job is not exported by dags
     )
 
 JOB_NAME = "signals_job"
+HOURLY_MINUTE = 7
+RECHECK_MINUTE = 37
 
 
 def build_signals_job() -> "UnresolvedAssetJobDefinition":
@@ -42,7 +48,7 @@ def build_signals_schedules(
 ) -> list[dg.ScheduleDefinition]:
     @dg.schedule(
         name="signals_hourly",
-        cron_schedule="7 * * * *",
+        cron_schedule=f"{HOURLY_MINUTE} * * * *",
         job=job,
         execution_timezone="UTC",
         description="Snapshot and signals for the bars closed so far, after the market refresh.",
@@ -51,6 +57,20 @@ def build_signals_schedules(
         bar = last_closed_bar(context.scheduled_execution_time.astimezone(UTC), interval_ms)
         return dg.RunRequest(
             run_key=f"signals-{bar:%Y-%m-%dT%H:%M}", partition_key=bar.date().isoformat()
+        )
+
+    @dg.schedule(
+        name="signals_recheck",
+        cron_schedule=f"{RECHECK_MINUTE} * * * *",
+        job=job,
+        execution_timezone="UTC",
+        description="Evaluate the newest bar again once a late market refresh has had time to"
+        " land; its digest goes out then, complete or naming what is missing.",
+    )
+    def recheck(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        bar = last_closed_bar(context.scheduled_execution_time.astimezone(UTC), interval_ms)
+        return dg.RunRequest(
+            run_key=f"signals-recheck-{bar:%Y-%m-%dT%H:%M}", partition_key=bar.date().isoformat()
         )
 
     @dg.schedule(
@@ -66,4 +86,4 @@ def build_signals_schedules(
             run_key=f"signals-finalize-{day.isoformat()}", partition_key=day.isoformat()
         )
 
-    return [hourly, daily]
+    return [hourly, recheck, daily]

@@ -1,11 +1,14 @@
 """`market_snapshot`: one row per coin and bar with everything the signal rules read.
 
 DuckDB SQL over the market assets' Parquet days. For each bar of the partition (closed bars
-only) and each configured coin, every input is the newest bar at or before the evaluated bar
-and at most `MAX_INPUT_AGE_BARS` older, so a market refresh that finishes a little late still
-yields a current row while `data_ts` shows how old its newest input is; anything older is
-missing, never carried forward further. A missing input is a null plus a reason in `missing`,
-never a neutral default such as 50%.
+only) and each configured coin, every value comes from that bar and nothing else: the hour's
+liquidation and taker sums from the bars of the hour ending with it, the changes against the
+exact earlier bars, and the levels (funding, OI, positioning, price) from the bar itself. Nothing
+is carried forward from an earlier bar, levels included: a level from an earlier bar beside
+this bar's flows would describe two moments in one row, and the digest waits for a late input
+instead (see `cg_assets.alerts.assets`). An input with no row of the coin at the bar is named in
+`absent_inputs`, and each field it would give is a null with its reason in `missing`; a field is
+never filled with a neutral default such as 50%. A coin and bar with no input at all has no row.
 
 Definitions at intervals other than the default 1h:
 - "the last hour" (the OI rule's change, the liquidation and taker sums) spans
@@ -21,7 +24,8 @@ config wins over it. The list is today's: a backfill uses today's intervals for 
 """
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,16 +49,17 @@ from cg_assets.tables import Column, column_schema, schema_of
 ASSET = "market_snapshot"
 GROUP = "signals"
 HOUR_MS = 3_600_000
-MAX_INPUT_AGE_BARS = 2
 FUNDING_LIST_PATH = "/api/futures/funding-rate/exchange-list"
-INPUTS = (
-    "funding_rate_ohlc",
-    "open_interest_ohlc",
-    "taker_volume",
-    "long_short_ratio",
-    "liquidation_history",
-    "price_ohlc",
-)
+# Each input asset and the snapshot fields it gives.
+FIELDS_BY_INPUT: dict[str, tuple[str, ...]] = {
+    "funding_rate_ohlc": ("funding_avg_8h_pct",),
+    "open_interest_ohlc": ("oi_usd", "oi_change_1_pct", "oi_change_24_pct"),
+    "taker_volume": ("taker_buy_share_pct",),
+    "long_short_ratio": ("retail_long_pct", "top_account_long_pct", "top_position_long_pct"),
+    "liquidation_history": ("long_liq_usd", "short_liq_usd"),
+    "price_ohlc": ("price", "price_change_pct"),
+}
+INPUTS = tuple(FIELDS_BY_INPUT)
 
 
 def _f64(name: str, description: str) -> Column:
@@ -80,7 +85,12 @@ COLUMNS: tuple[Column, ...] = (
     _f64("taker_buy_share_pct", "Taker buy volume / (buy + sell) in the last hour, percent"),
     _f64("price", "Close price, mean over the configured exchanges, USD"),
     _f64("price_change_pct", "Price change against the previous bar, mean over exchanges, percent"),
-    Column("data_ts", pa.timestamp("ms", tz="UTC"), "Start of the newest input bar used, UTC"),
+    Column(
+        "absent_inputs",
+        pa.list_(pa.string()),
+        "Input assets with no row of the coin at this bar (late or not served); their fields"
+        " are null",
+    ),
     Column("missing", pa.string(), "JSON object: a reason for every null field"),
 )
 SCHEMA = schema_of(COLUMNS)
@@ -96,7 +106,8 @@ CHECKS: dict[str, str] = {
     SCHEMA_CHECK: "Columns and types match the contract.",
     "unique_key": "One row per (ts, symbol).",
     "value_ranges": "Shares within 0-100, OI and price > 0, liquidations >= 0, no NaN.",
-    "nulls_explained": "Every null field has a reason in `missing`, and only null fields do.",
+    "nulls_explained": "Every null field has a reason in `missing`, and only null fields do;"
+    " every field of an input named in `absent_inputs` is null.",
 }
 CHECK_SQL: dict[str, str] = {
     "unique_key": "SELECT count(*) - count(DISTINCT (ts, symbol)) FROM rows",
@@ -107,7 +118,13 @@ CHECK_SQL: dict[str, str] = {
         + [f"isnan({c})" for c in NULLABLE]
     ),
     "nulls_explained": "SELECT count(*) FROM rows WHERE NOT coalesce(json_valid(missing), false)"
-    + "".join(f" OR ({c} IS NULL) <> try(json_exists(missing, '$.{c}'))" for c in NULLABLE),
+    + "".join(f" OR ({c} IS NULL) <> try(json_exists(missing, '$.{c}'))" for c in NULLABLE)
+    + " OR absent_inputs IS NULL"
+    + "".join(
+        f" OR (list_contains(absent_inputs, '{name}') AND {field} IS NOT NULL)"
+        for name, fields in FIELDS_BY_INPUT.items()
+        for field in fields
+    ),
 }
 
 SNAPSHOT_SQL = """
@@ -116,21 +133,13 @@ WITH grid AS (
     FROM range($start, $end, $interval) AS g(ts)
     CROSS JOIN unnest($symbols::VARCHAR[]) AS s(symbol)
 ),
-venue_grid AS (
-    SELECT grid.*, v.exchange
-    FROM grid CROSS JOIN unnest($exchanges::VARCHAR[]) AS v(exchange)
-),
-scoped_grid AS (
-    SELECT venue_grid.*, sc.scope
-    FROM venue_grid
-    CROSS JOIN unnest(['global_account', 'top_account', 'top_position']) AS sc(scope)
-),
 
--- Per-bar inputs, before they are matched to the grid.
+-- Per-bar inputs of the configured coins and exchanges.
 funding AS (
-    SELECT f.symbol, f.exchange, f.ts, f.close * 8 / i.interval_hours AS rate_8h
+    SELECT f.symbol, f.ts, f.close * 8 / i.interval_hours AS rate_8h
     FROM funding_rate_ohlc AS f
     JOIN funding_intervals AS i USING (symbol, exchange)
+    WHERE list_contains($exchanges, f.exchange)
 ),
 oi AS (
     SELECT cur.symbol, cur.ts, cur.close AS oi_usd,
@@ -162,66 +171,51 @@ taker AS (
         PARTITION BY symbol ORDER BY ts RANGE BETWEEN $hour_before PRECEDING AND CURRENT ROW
     )
 ),
+ratios AS (
+    SELECT symbol, ts,
+           avg(long_percent) FILTER (WHERE scope = 'global_account') AS retail_long_pct,
+           avg(long_percent) FILTER (WHERE scope = 'top_account') AS top_account_long_pct,
+           avg(long_percent) FILTER (WHERE scope = 'top_position') AS top_position_long_pct
+    FROM long_short_ratio
+    WHERE list_contains($exchanges, exchange)
+    GROUP BY symbol, ts
+),
 prices AS (
-    SELECT cur.symbol, cur.exchange, cur.ts, cur.close,
-           100 * (cur.close / nullif(prev.close, 0) - 1) AS change_pct
+    SELECT cur.symbol, cur.ts, avg(cur.close) AS price,
+           avg(100 * (cur.close / nullif(prev.close, 0) - 1)) AS change_pct
     FROM price_ohlc AS cur
     LEFT JOIN price_ohlc AS prev
         ON prev.symbol = cur.symbol AND prev.exchange = cur.exchange
        AND prev.ts = cur.ts - $interval
+    WHERE list_contains($exchanges, cur.exchange)
+    GROUP BY cur.symbol, cur.ts
 ),
 
--- Each input matched to each bar: the newest bar at or before it, no older than $max_age.
-funding_at AS (
-    SELECT g.ts, g.symbol, avg(f.rate_8h) AS funding, max(f.ts) AS src_ts
-    FROM venue_grid AS g
-    ASOF JOIN funding AS f
-        ON f.symbol = g.symbol AND f.exchange = g.exchange AND f.ts <= g.ts
-    WHERE g.ts - f.ts <= $max_age
-    GROUP BY g.ts, g.symbol
+-- Which inputs hold a row of the coin at the bar; the others are absent.
+present AS (
+    SELECT DISTINCT symbol, ts, 'funding_rate_ohlc' AS input FROM funding_rate_ohlc
+    WHERE list_contains($exchanges, exchange)
+    UNION ALL SELECT DISTINCT symbol, ts, 'open_interest_ohlc' FROM open_interest_ohlc
+    UNION ALL SELECT DISTINCT symbol, ts, 'taker_volume' FROM taker_volume
+    UNION ALL SELECT DISTINCT symbol, ts, 'long_short_ratio' FROM long_short_ratio
+    WHERE list_contains($exchanges, exchange)
+    UNION ALL SELECT DISTINCT symbol, ts, 'liquidation_history' FROM liquidation_history
+    UNION ALL SELECT DISTINCT symbol, ts, 'price_ohlc' FROM price_ohlc
+    WHERE list_contains($exchanges, exchange)
 ),
-oi_at AS (
-    SELECT g.ts, g.symbol, o.ts AS src_ts, o.oi_usd, o.change_1, o.change_24
+inputs_at AS (
+    SELECT g.ts, g.symbol, count(p.input) AS present,
+           coalesce(list(i.input ORDER BY i.input) FILTER (WHERE p.input IS NULL),
+                    []::VARCHAR[]) AS absent
     FROM grid AS g
-    ASOF JOIN oi AS o ON o.symbol = g.symbol AND o.ts <= g.ts
-    WHERE g.ts - o.ts <= $max_age
-),
-liq_at AS (
-    SELECT g.ts, g.symbol, l.ts AS src_ts, l.long_usd, l.short_usd, l.bars
-    FROM grid AS g
-    ASOF JOIN liq AS l ON l.symbol = g.symbol AND l.ts <= g.ts
-    WHERE g.ts - l.ts <= $max_age
-),
-taker_at AS (
-    SELECT g.ts, g.symbol, k.ts AS src_ts, k.buy_usd, k.sell_usd, k.bars
-    FROM grid AS g
-    ASOF JOIN taker AS k ON k.symbol = g.symbol AND k.ts <= g.ts
-    WHERE g.ts - k.ts <= $max_age
-),
-ratios_at AS (
-    SELECT g.ts, g.symbol, max(r.ts) AS src_ts,
-           avg(r.long_percent) FILTER (WHERE g.scope = 'global_account') AS retail_long_pct,
-           avg(r.long_percent) FILTER (WHERE g.scope = 'top_account') AS top_account_long_pct,
-           avg(r.long_percent) FILTER (WHERE g.scope = 'top_position') AS top_position_long_pct
-    FROM scoped_grid AS g
-    ASOF JOIN long_short_ratio AS r
-        ON r.symbol = g.symbol AND r.exchange = g.exchange AND r.scope = g.scope
-       AND r.ts <= g.ts
-    WHERE g.ts - r.ts <= $max_age
-    GROUP BY g.ts, g.symbol
-),
-price_at AS (
-    SELECT g.ts, g.symbol, max(p.ts) AS src_ts,
-           avg(p.close) AS price, avg(p.change_pct) AS price_change_pct
-    FROM venue_grid AS g
-    ASOF JOIN prices AS p
-        ON p.symbol = g.symbol AND p.exchange = g.exchange AND p.ts <= g.ts
-    WHERE g.ts - p.ts <= $max_age
+    CROSS JOIN unnest($inputs::VARCHAR[]) AS i(input)
+    LEFT JOIN present AS p ON p.symbol = g.symbol AND p.ts = g.ts AND p.input = i.input
     GROUP BY g.ts, g.symbol
 ),
 
+-- Every input at the bar itself: an exact match on ts, never an earlier bar.
 snapshot AS (
-    SELECT g.ts, g.symbol,
+    SELECT a.ts, a.symbol, strftime(a.ts, '%Y-%m-%dT%H:%MZ') AS bar,
            f.funding AS funding_avg_8h_pct,
            o.oi_usd,
            o.change_1 AS oi_change_1_pct,
@@ -234,66 +228,67 @@ snapshot AS (
            CASE WHEN k.bars = $hour_bars AND k.buy_usd + k.sell_usd > 0
                 THEN 100 * k.buy_usd / (k.buy_usd + k.sell_usd) END AS taker_buy_share_pct,
            p.price,
-           p.price_change_pct,
-           greatest(f.src_ts, o.src_ts, l.src_ts, k.src_ts, r.src_ts, p.src_ts) AS data_ts,
-           o.src_ts AS oi_ts, l.bars AS liq_bars, k.bars AS taker_bars
-    FROM grid AS g
-    LEFT JOIN funding_at AS f USING (ts, symbol)
-    LEFT JOIN oi_at AS o USING (ts, symbol)
-    LEFT JOIN liq_at AS l USING (ts, symbol)
-    LEFT JOIN taker_at AS k USING (ts, symbol)
-    LEFT JOIN ratios_at AS r USING (ts, symbol)
-    LEFT JOIN price_at AS p USING (ts, symbol)
+           p.change_pct AS price_change_pct,
+           a.absent AS absent_inputs,
+           l.bars AS liq_bars, k.bars AS taker_bars
+    FROM inputs_at AS a
+    LEFT JOIN (SELECT symbol, ts, avg(rate_8h) AS funding FROM funding GROUP BY ALL) AS f
+        USING (ts, symbol)
+    LEFT JOIN oi AS o USING (ts, symbol)
+    LEFT JOIN liq AS l USING (ts, symbol)
+    LEFT JOIN taker AS k USING (ts, symbol)
+    LEFT JOIN ratios AS r USING (ts, symbol)
+    LEFT JOIN prices AS p USING (ts, symbol)
+    WHERE a.present > 0
 )
 
 SELECT ts, symbol,
        funding_avg_8h_pct, oi_usd, oi_change_1_pct, oi_change_24_pct,
        long_liq_usd, short_liq_usd,
        retail_long_pct, top_account_long_pct, top_position_long_pct,
-       taker_buy_share_pct, price, price_change_pct, data_ts,
+       taker_buy_share_pct, price, price_change_pct, absent_inputs,
        to_json(map_from_entries(list_filter([
            {'k': 'funding_avg_8h_pct', 'v': CASE WHEN funding_avg_8h_pct IS NULL THEN
-               'no funding_rate_ohlc bar ' || $within
+               'no funding_rate_ohlc bar at ' || bar
                || ' from an exchange with a known funding interval' END},
            {'k': 'oi_usd', 'v': CASE WHEN oi_usd IS NULL THEN
-               'no open_interest_ohlc bar ' || $within END},
+               'no open_interest_ohlc bar at ' || bar END},
            {'k': 'oi_change_1_pct', 'v': CASE
-               WHEN oi_usd IS NULL THEN 'no open_interest_ohlc bar ' || $within
+               WHEN oi_usd IS NULL THEN 'no open_interest_ohlc bar at ' || bar
                WHEN oi_change_1_pct IS NULL THEN 'no open_interest_ohlc bar at '
-                   || strftime(oi_ts - $hour, '%Y-%m-%dT%H:%MZ') || ' to compare with' END},
+                   || strftime(ts - $hour, '%Y-%m-%dT%H:%MZ') || ' to compare with' END},
            {'k': 'oi_change_24_pct', 'v': CASE
-               WHEN oi_usd IS NULL THEN 'no open_interest_ohlc bar ' || $within
+               WHEN oi_usd IS NULL THEN 'no open_interest_ohlc bar at ' || bar
                WHEN oi_change_24_pct IS NULL THEN 'no open_interest_ohlc bar at '
-                   || strftime(oi_ts - $bars_24, '%Y-%m-%dT%H:%MZ') || ' to compare with' END},
+                   || strftime(ts - $bars_24, '%Y-%m-%dT%H:%MZ') || ' to compare with' END},
            {'k': 'long_liq_usd', 'v': CASE
-               WHEN liq_bars IS NULL THEN 'no liquidation_history bar ' || $within
+               WHEN liq_bars IS NULL THEN 'no liquidation_history bar at ' || bar
                WHEN long_liq_usd IS NULL THEN printf(
                    'liquidation_history has %d of the %d bars of the hour', liq_bars, $hour_bars)
                END},
            {'k': 'short_liq_usd', 'v': CASE
-               WHEN liq_bars IS NULL THEN 'no liquidation_history bar ' || $within
+               WHEN liq_bars IS NULL THEN 'no liquidation_history bar at ' || bar
                WHEN short_liq_usd IS NULL THEN printf(
                    'liquidation_history has %d of the %d bars of the hour', liq_bars, $hour_bars)
                END},
            {'k': 'retail_long_pct', 'v': CASE WHEN retail_long_pct IS NULL THEN
-               'no long_short_ratio global_account bar ' || $within END},
+               'no long_short_ratio global_account bar at ' || bar END},
            {'k': 'top_account_long_pct', 'v': CASE WHEN top_account_long_pct IS NULL THEN
-               'no long_short_ratio top_account bar ' || $within END},
+               'no long_short_ratio top_account bar at ' || bar END},
            {'k': 'top_position_long_pct', 'v': CASE WHEN top_position_long_pct IS NULL THEN
-               'no long_short_ratio top_position bar ' || $within END},
+               'no long_short_ratio top_position bar at ' || bar END},
            {'k': 'taker_buy_share_pct', 'v': CASE
-               WHEN taker_bars IS NULL THEN 'no taker_volume bar ' || $within
+               WHEN taker_bars IS NULL THEN 'no taker_volume bar at ' || bar
                WHEN taker_bars < $hour_bars THEN printf(
                    'taker_volume has %d of the %d bars of the hour', taker_bars, $hour_bars)
                WHEN taker_buy_share_pct IS NULL THEN 'no taker volume in the hour (buy + sell = 0)'
                END},
-           {'k': 'price', 'v': CASE WHEN price IS NULL THEN 'no price_ohlc bar ' || $within END},
+           {'k': 'price', 'v': CASE WHEN price IS NULL THEN 'no price_ohlc bar at ' || bar END},
            {'k': 'price_change_pct', 'v': CASE
-               WHEN price IS NULL THEN 'no price_ohlc bar ' || $within
+               WHEN price IS NULL THEN 'no price_ohlc bar at ' || bar
                WHEN price_change_pct IS NULL THEN 'no price_ohlc bar one bar earlier' END}
        ], lambda e: e.v IS NOT NULL))) AS missing
 FROM snapshot
-WHERE data_ts IS NOT NULL
 ORDER BY symbol, ts
 """
 
@@ -318,8 +313,8 @@ def hour_bars(interval_ms: int) -> int:
 
 
 def lookback_days(interval_ms: int) -> int:
-    """Days before a partition its rows read: 24 bars back, plus the age tolerance and the hour."""
-    bars = 24 + MAX_INPUT_AGE_BARS + hour_bars(interval_ms)
+    """Days before a partition its rows read: 24 bars back, plus the hour."""
+    bars = 24 + hour_bars(interval_ms)
     return math.ceil(bars * interval_ms / DAY_MS)
 
 
@@ -359,8 +354,7 @@ def compute_snapshot(
             "hour_before": interval * (n_hour - 1),
             "hour_bars": n_hour,
             "bars_24": interval * 24,
-            "max_age": interval * MAX_INPUT_AGE_BARS,
-            "within": f"at the bar or up to {MAX_INPUT_AGE_BARS} bars before",
+            "inputs": list(INPUTS),
         },
     ).to_arrow_table()
     return table.cast(SCHEMA)
@@ -428,7 +422,11 @@ class SnapshotConfig(dg.Config):
         return hours
 
 
-def build_snapshot_asset(settings: Settings) -> dg.AssetsDefinition:
+def build_snapshot_asset(
+    settings: Settings, clock: Callable[[], float] = time.time
+) -> dg.AssetsDefinition:
+    """The asset for these settings; `clock` (epoch seconds) decides which bars have closed,
+    injectable so tests move time instead of depending on today's date."""
     upstream = dg.TimeWindowPartitionMapping(
         start_offset=-lookback_days(settings.interval_ms),
         allow_nonexistent_upstream_partitions=True,
@@ -456,7 +454,8 @@ def build_snapshot_asset(settings: Settings) -> dg.AssetsDefinition:
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         window = context.partition_time_window
         days = days_between(window.start, window.end)
-        end_ms = closed_bars_end(to_ms(window.end), to_ms(datetime.now(UTC)), settings.interval_ms)
+        now = datetime.fromtimestamp(clock(), UTC)
+        end_ms = closed_bars_end(to_ms(window.end), to_ms(now), settings.interval_ms)
         hours, source = _intervals(context, coinglass, settings, config)
         query = SnapshotQuery(
             settings.symbols,

@@ -41,7 +41,7 @@ SNAPSHOT_SCHEMA = pa.schema(
         ("taker_buy_share_pct", pa.float64()),
         ("price", pa.float64()),
         ("price_change_pct", pa.float64()),
-        ("data_ts", _TS),
+        ("absent_inputs", pa.list_(pa.string())),
         ("missing", pa.string()),
     ]
 )
@@ -87,7 +87,7 @@ def snapshot_row(coin: str, ts: datetime, **values: object) -> dict:
         "taker_buy_share_pct": 67.0,
         "price": 93_405.2,
         "price_change_pct": 1.2,
-        "data_ts": ts,
+        "absent_inputs": [],
         "missing": json.dumps({"top_position_long_pct": "no Bybit bar"}),
     }
     row.update(values)
@@ -101,8 +101,10 @@ def write_bar(
     **snapshot_values: object,
 ) -> None:
     """Add one evaluated bar: a snapshot row per coin in `signals` and its (rule, level, title)
-    signals, appended to the bar's day like the signal assets' daily partitions hold them."""
+    signals, filed in the bar's day like the signal assets' daily partitions hold them. Rows of
+    the same coins and bar already there are replaced, as re-running the assets would."""
     snaps = [snapshot_row(coin, ts, **snapshot_values) for coin in signals]
+    replaced = {(ts, coin) for coin in signals}
     rows = [
         {
             "ts": ts,
@@ -123,7 +125,8 @@ def write_bar(
         old = lake.read_days(asset, [ts.date()])
         table = pa.Table.from_pylist(new, schema=schema)
         if old is not None:  # read back with the partition's `date` column: drop it
-            table = pa.concat_tables([old.select(schema.names).cast(schema), table])
+            kept = [r for r in old.to_pylist() if (r["ts"], r["symbol"]) not in replaced]
+            table = pa.concat_tables([pa.Table.from_pylist(kept, schema=schema), table])
         lake.write_day(asset, ts.date(), table)
 
 

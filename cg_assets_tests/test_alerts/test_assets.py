@@ -14,10 +14,12 @@ import dagster as dg
 import pytest
 
 from cg_assets.alerts import build_alert_defs
-from cg_assets.alerts.assets import digest_bar, digest_key
+from cg_assets.alerts.assets import INPUTS_DEADLINE, digest_bar, digest_key, stale_reason
 from cg_assets.definitions import build_resources
 from cg_assets.resources.telegram import build_telegram_resource, parse_enabled
 from cg_assets.settings import Settings
+from cg_assets.signals.schedules import HOURLY_MINUTE, RECHECK_MINUTE
+from cg_assets.signals.snapshot import HOUR_MS
 from cg_assets.sim import TelegramServer
 from cg_assets.telegram.ledger import AlertLedger
 from cg_assets_tests.test_alerts.conftest import (
@@ -127,7 +129,7 @@ def test_kill_switch_suppresses_with_its_reason(settings, lake, telegram, clock,
 def test_stale_inputs_are_suppressed_with_a_logged_reason(
     settings, lake, telegram, clock, instance
 ):
-    write_bar(lake, BAR, {"BTC": [FUNDING]}, data_ts=BAR - timedelta(hours=1, minutes=15))
+    write_bar(lake, BAR - timedelta(hours=1, minutes=15), {"BTC": [FUNDING]})  # refresh stopped
     write_bar(lake, BAR, {"ETH": [OI]})
     result = run_alerts(settings, resource(telegram), clock, instance)
     warnings = [
@@ -138,13 +140,66 @@ def test_stale_inputs_are_suppressed_with_a_logged_reason(
     meta = metadata(result)
     assert (meta["sent"], meta["suppressed"]) == (1, 1)
     reason = (
-        "suppressed: stale inputs: newest input bar 2026-03-01 09:45 UTC is 2.3 h old at"
+        "suppressed: stale inputs: bar 2026-03-01 09:45 UTC is 2.3 h old at"
         " 12:05 UTC (limit 2 bars, 2.0 h)"
     )
-    assert ledger(settings).get("digest:BTC:2026-03-01T11:00Z").error == reason
+    assert ledger(settings).get("digest:BTC:2026-03-01T09:45Z").error == reason
     assert len(warnings) == 1
     assert reason in warnings[0]
     assert [m.plain.split()[1] for m in telegram.messages()] == ["ETH"]
+
+
+def test_a_bar_lacking_inputs_is_held_then_alerted_once_when_they_land(
+    settings, lake, telegram, clock, instance
+):
+    """12:05: the 11:00 bar has no liquidation_history or taker_volume row yet; its digest is
+    held, not recorded. 12:12: the refresh landed and the signals were rebuilt: it goes out,
+    once, without a warning about inputs."""
+    absent = ["liquidation_history", "taker_volume"]
+    write_bar(lake, BAR, {"BTC": [FUNDING]}, absent_inputs=absent, long_liq_usd=None)
+    result = run_alerts(settings, resource(telegram), clock, instance)
+    meta = metadata(result)
+    assert (meta["sent"], meta["suppressed"], meta["held"]) == (0, 0, 1)
+    reason = (
+        "held: no liquidation_history, taker_volume bar at 2026-03-01 11:00 UTC yet; waiting"
+        " until 12:30 UTC, then sent naming what is missing"
+    )
+    assert f"| BTC | held |  | {reason} |" in meta["outcomes"]
+    assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
+    assert ledger(settings).records() == []
+    assert telegram.messages() == []
+
+    clock.advance(7)
+    write_bar(lake, BAR, {"BTC": [FUNDING, TAKER]})
+    assert metadata(run_alerts(settings, resource(telegram), clock, instance))["sent"] == 1
+    assert metadata(run_alerts(settings, resource(telegram), clock, instance))["skipped"] == 1
+    [message] = telegram.messages()
+    assert "Takers buying: 67% of volume" in message.plain
+    assert "Sent without" not in message.plain
+    assert ledger(settings).get("digest:BTC:2026-03-01T11:00Z").status == "sent"
+
+
+def test_after_the_deadline_the_digest_names_what_it_went_without(
+    settings, lake, telegram, clock, instance
+):
+    write_bar(lake, BAR, {"BTC": [FUNDING]}, absent_inputs=["taker_volume"])
+    clock.now = (BAR + timedelta(hours=1, minutes=29)).timestamp()
+    assert metadata(run_alerts(settings, resource(telegram), clock, instance))["held"] == 1
+    clock.advance(1)  # 12:30, the deadline
+    meta = metadata(run_alerts(settings, resource(telegram), clock, instance))
+    assert (meta["sent"], meta["held"]) == (1, 0)
+    [message] = telegram.messages()
+    assert "⚠️ Sent without taker_volume (not in the lake for this bar)" in message.plain
+
+
+def test_the_recheck_decides_a_held_digest_within_the_hour():
+    """For an hourly bar: the first evaluation (HH:07) is before the deadline, the recheck
+    (HH:37) after it and still within the stale limit, so every held digest is decided."""
+    closed = BAR + timedelta(hours=1)
+    first = closed.replace(minute=HOURLY_MINUTE)
+    recheck = closed.replace(minute=RECHECK_MINUTE)
+    assert first < closed + INPUTS_DEADLINE <= recheck
+    assert stale_reason({"ts": BAR}, recheck, HOUR_MS, 2.0) == ""
 
 
 def test_just_inside_two_bars_is_fresh(settings, lake, telegram, clock, instance):

@@ -53,6 +53,7 @@ DOMAIN_CHECKS = {
     ("liquidation_orders", "unique_event_id"),
     ("liquidation_orders", "valid_values"),
     ("liquidation_orders", "sidecar_fresh"),
+    ("liquidation_heatmap", "schema"),
     ("liquidation_heatmap", "usd_conserved"),
     ("composite_heatmap", "schema"),
     ("composite_heatmap", "scores_in_range"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import numpy as np
+import pyarrow as pa
 import pytest
 from PIL import Image
 
@@ -96,7 +97,8 @@ def test_liquidation_heatmap_end_to_end(settings: Settings):
     assert metadata["events"].value == 2000
     assert metadata["liquidated_usd"].value == pytest.approx(liquidated)
     assert metadata["unpriced_events"].value == 0
-    assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"schema": True, "usd_conserved": True}
 
     lake = Lake(settings.data_dir)
     stored = lake.read_days(HEATMAP, [day])
@@ -117,6 +119,26 @@ def test_liquidation_heatmap_end_to_end(settings: Settings):
     finally:
         con.close()
     assert events == 2000
+
+
+def test_a_cell_lost_on_the_way_to_the_lake_fails_usd_conserved(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+):
+    """The check reads back what was stored: a write that silently loses a cell fails it."""
+    day = recent_day(3)
+    write_market(settings, day)
+    write_day = Lake.write_day
+
+    def lossy(self: Lake, asset: str, on: date, table: pa.Table) -> str:
+        return write_day(self, asset, on, table.slice(1) if asset == HEATMAP else table)
+
+    monkeypatch.setattr(Lake, "write_day", lossy)
+    result = materialize(settings, HEATMAP, day, {"bucket_minutes": 5})
+    assert result.success
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "usd_conserved"]
+    assert not check.passed
+    assert check.metadata["unbalanced_time_buckets"].value == 1
+    assert check.metadata["cells_not_long_plus_short"].value == 0
 
 
 def test_composite_heatmap_end_to_end(settings: Settings):

@@ -121,6 +121,7 @@ def composite_lake(tmp_path: Path) -> Lake:
             "symbol": ["BTC", "BTC"],
             "bucket": [2, -4],
             "grid": [0.0025, 0.0025],
+            "bucket_minutes": [1, 1],
             "ref_price": [100.0, 100.0],
             "price_low": [100.5, 99.0],
             "price_high": [100.75, 99.25],
@@ -183,6 +184,60 @@ def test_windows_never_run_on_a_stale_price(composite_lake: Lake):
     ends = sorted({int(r["ts"].timestamp() * 1000) - T0 for r in table.to_pylist()})
     # the last bar closed at 01:00: windows up to 01:45 use it, later ones have no price
     assert ends == [m * 60_000 for m in range(0, 120, 15)]
+
+
+def test_a_window_reads_only_heatmap_cells_that_have_ended(composite_lake: Lake):
+    """An hour cell [00:00, 01:00) holds liquidations up to 01:00: windows ending at 00:15,
+    00:30 and 00:45 must not see it (that would be the future), the window ending at 01:00
+    must, and so must the two minute cells of the fixture once they ended (00:02, 00:03)."""
+    hour_cell = pa.table(
+        {
+            "ts": pa.array([T0], pa.timestamp("ms", tz="UTC")),
+            "symbol": ["BTC"],
+            "bucket": [0],
+            "grid": [0.0025],
+            "bucket_minutes": [60],
+            "ref_price": [100.0],
+            "price_low": [100.0],
+            "price_high": [100.25],
+            "total_usd": [5000.0],
+            "long_usd": [5000.0],
+            "short_usd": [0.0],
+            "events": [7],
+        },
+        schema=HEATMAP_SCHEMA,
+    )
+    minute_cells = composite_lake.read_days("liquidation_heatmap", [DAY])
+    composite_lake.write_day(
+        "liquidation_heatmap",
+        DAY,
+        pa.concat_tables(
+            [minute_cells.select(HEATMAP_SCHEMA.names).cast(HEATMAP_SCHEMA), hour_cell]
+        ),
+    )
+    table = compute_composite(
+        duckdb.connect(),
+        composite_lake,
+        [DAY],
+        ("BTC",),
+        CompositeHeatmapConfig(step_minutes=15, window_minutes=60),
+        HOUR,
+        now_ms=T0 + 2 * HOUR,
+    )
+    liquidated: dict[int, float] = {}
+    for row in table.to_pylist():
+        minute = int(row["ts"].timestamp() * 1000 - T0) // 60_000
+        liquidated[minute] = liquidated.get(minute, 0.0) + row["liq_usd"]
+    assert liquidated == {
+        0: 0.0,
+        15: 4000.0,
+        30: 4000.0,
+        45: 4000.0,
+        60: 9000.0,
+        75: 0.0,
+        90: 0.0,
+        105: 0.0,
+    }
 
 
 def test_composite_without_liquidations_has_no_nan(tmp_path: Path):

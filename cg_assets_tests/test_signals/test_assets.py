@@ -15,11 +15,13 @@ from statistics import mean
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from cg_assets.definitions import build_resources
 from cg_assets.market import build_market_defs
 from cg_assets.market.assets import build_market_assets
+from cg_assets.market.series import MARKET_ASSETS_BY_NAME
 from cg_assets.resources import CoinGlassResource
 from cg_assets.settings import Settings
 from cg_assets.signals import build_signal_defs
@@ -146,6 +148,10 @@ def test_snapshot_matches_the_market_lake(settings: Settings, instance: dg.Dagst
     }
     taker = lake_rows(settings, "taker_volume", days)
     ratios = lake_rows(settings, "long_short_ratio", days)
+    liquidations = {
+        (r["symbol"], r["ts"]): r for r in lake_rows(settings, "liquidation_history", days)
+    }
+    prices = lake_rows(settings, "price_ohlc", days)
     for row in rows[::5]:
         key = (row["symbol"], row["ts"])
         closes = [f["close"] for f in funding if (f["symbol"], f["ts"]) == key]
@@ -164,7 +170,41 @@ def test_snapshot_matches_the_market_lake(settings: Settings, instance: dg.Dagst
             if (r["symbol"], r["ts"]) == key and r["scope"] == "global_account"
         ]
         assert row["retail_long_pct"] == pytest.approx(mean(retail))
-        assert row["data_ts"] == row["ts"]
+        # the liquidations of this bar alone, not of any bar before it
+        assert row["long_liq_usd"] == liquidations[key]["long_liquidation_usd"]
+        assert row["short_liq_usd"] == liquidations[key]["short_liquidation_usd"]
+        closes = [p["close"] for p in prices if (p["symbol"], p["ts"]) == key]
+        assert row["price"] == pytest.approx(mean(closes))
+        assert row["absent_inputs"] == []
+
+
+def test_a_bar_an_input_lacks_is_null_never_the_bar_before(
+    settings: Settings, instance: dg.DagsterInstance
+):
+    """The day's last liquidation_history bar has not landed (a late refresh): that bar's
+    liquidations are null and named, the other inputs of the bar and the bar before are whole."""
+    lake = Lake(settings.data_dir)
+    stored = lake.read_days("liquidation_history", [THE_DAY])
+    last = pc.max(stored["ts"]).as_py()
+    schema = MARKET_ASSETS_BY_NAME["liquidation_history"].schema
+    kept = stored.filter(pc.not_equal(stored["ts"], pa.scalar(last, stored["ts"].type)))
+    lake.write_day("liquidation_history", THE_DAY, kept.select(schema.names).cast(schema))
+    result = materialize(settings, instance, selection=["market_snapshot"])
+    assert result.success
+    assert [c.check_name for c in result.get_asset_check_evaluations() if not c.passed] == []
+    rows = {(r["symbol"], r["ts"]): r for r in read(settings, "market_snapshot")}
+    for coin in ("BTC", "ETH"):
+        late, before = rows[(coin, last)], rows[(coin, last - timedelta(hours=1))]
+        assert late["absent_inputs"] == ["liquidation_history"]
+        assert (late["long_liq_usd"], late["short_liq_usd"]) == (None, None)
+        assert json.loads(late["missing"]) == {
+            "long_liq_usd": f"no liquidation_history bar at {last:%Y-%m-%dT%H:%M}Z",
+            "short_liq_usd": f"no liquidation_history bar at {last:%Y-%m-%dT%H:%M}Z",
+        }
+        assert late["price"] is not None
+        assert late["funding_avg_8h_pct"] is not None
+        assert before["absent_inputs"] == []
+        assert before["long_liq_usd"] is not None
 
 
 def expected_funding_level(value: float) -> str | None:
@@ -376,6 +416,8 @@ def test_definitions_load_without_composite_heatmap(settings: Settings):
     [
         ("signals_hourly", "10:07", "today", "signals-{today}T09:00"),
         ("signals_hourly", "00:07", "yesterday", "signals-{yesterday}T23:00"),
+        ("signals_recheck", "10:37", "today", "signals-recheck-{today}T09:00"),
+        ("signals_recheck", "00:37", "yesterday", "signals-recheck-{yesterday}T23:00"),
         ("signals_daily_finalize", "00:25", "yesterday", "signals-finalize-{yesterday}"),
     ],
 )

@@ -236,7 +236,6 @@ def snapshot(**values: object) -> Snapshot:
         "taker_buy_share_pct": 51.0,
         "price": 100.0,
         "price_change_pct": 0.1,
-        "data_ts": TS,
     }
     base.update(values)
     return Snapshot(**base)  # type: ignore[arg-type]

@@ -14,6 +14,8 @@ import pytest
 from cg_assets.market.series import MARKET_ASSETS_BY_NAME
 from cg_assets.resources import CoinGlassResource
 from cg_assets.signals.snapshot import (
+    CHECK_SQL,
+    FIELDS_BY_INPUT,
     FUNDING_LIST_PATH,
     SCHEMA,
     SnapshotConfig,
@@ -25,11 +27,11 @@ from cg_assets.signals.snapshot import (
 )
 from cg_assets.sim import SimulatorServer
 from cg_assets.storage import Lake
+from cg_assets.storage.checks import run_checks
 
 DAY = date(2026, 3, 2)
 D0 = datetime(2026, 3, 2, tzinfo=UTC)
 HOUR_MS = 3_600_000
-WITHIN = "at the bar or up to 2 bars before"
 
 
 def at(hours: float) -> datetime:
@@ -137,10 +139,36 @@ def run(lake: Lake, hours: dict[tuple[str, str], float] | None = None) -> dict[d
     return {r["ts"]: {**r, "missing": json.loads(r["missing"])} for r in rows}
 
 
-def test_rows_exist_while_some_input_is_at_most_two_bars_old(lake: Lake):
+def test_a_row_per_bar_with_any_input_and_the_absent_inputs_named(lake: Lake):
     rows = run(lake)
-    assert sorted(rows) == [at(h) for h in range(7)]  # inputs end at 04:00; 07:00 is too late
-    assert [rows[at(h)]["data_ts"] for h in range(7)] == [at(h) for h in range(5)] + [at(4)] * 2
+    assert sorted(rows) == [at(h) for h in range(5)]  # inputs end at 04:00: no row after it
+    assert {h: rows[at(h)]["absent_inputs"] for h in range(5)} == {
+        0: [],
+        1: [],
+        2: ["liquidation_history", "open_interest_ohlc"],
+        3: ["liquidation_history", "taker_volume"],
+        4: ["taker_volume"],
+    }
+
+
+def test_nothing_is_carried_forward_from_an_earlier_bar(lake: Lake):
+    """Each gap in the fixture has a value one or two bars earlier that must not fill it."""
+    rows = run(lake)
+    assert rows[at(2)]["oi_usd"] is None  # 01:00 had 189
+    assert rows[at(2)]["missing"]["oi_usd"] == "no open_interest_ohlc bar at 2026-03-02T02:00Z"
+    assert (rows[at(3)]["long_liq_usd"], rows[at(3)]["short_liq_usd"]) == (None, None)  # 01:00: 0
+    assert rows[at(3)]["missing"]["long_liq_usd"] == (
+        "no liquidation_history bar at 2026-03-02T03:00Z"
+    )
+    assert rows[at(4)]["taker_buy_share_pct"] is None  # 02:00 had 30%
+    assert rows[at(4)]["missing"]["taker_buy_share_pct"] == (
+        "no taker_volume bar at 2026-03-02T04:00Z"
+    )
+    for row in rows.values():
+        for name in row["absent_inputs"]:
+            for field in FIELDS_BY_INPUT[name]:
+                assert row[field] is None, (row["ts"], field)
+                assert row["missing"][field].startswith(f"no {name} bar at "), (row["ts"], field)
 
 
 def test_funding_is_scaled_to_8h_and_averaged(lake: Lake):
@@ -150,9 +178,8 @@ def test_funding_is_scaled_to_8h_and_averaged(lake: Lake):
         0: (0.01 + 0.0025 * 8) / 2,
         1: (0.01 + 0.0025 * 8) / 2,
         2: (0.01 + 0.005 * 8) / 2,
-        3: (0.03 + 0.005 * 8) / 2,  # Hyper's 02:00 bar, one bar old
+        3: 0.03,  # Hyper has no 03:00 bar: the exchanges that reported it
         4: (0.03 + 0.005 * 8) / 2,
-        6: (0.03 + 0.005 * 8) / 2,
     }
     for h, value in expected.items():
         assert rows[at(h)]["funding_avg_8h_pct"] == pytest.approx(value), h
@@ -160,12 +187,14 @@ def test_funding_is_scaled_to_8h_and_averaged(lake: Lake):
 
 def test_unknown_funding_interval_excludes_the_exchange(lake: Lake):
     rows = run(lake, {("BTC", "Binance"): 8.0})
-    assert rows[at(3)]["funding_avg_8h_pct"] == pytest.approx(0.03)
+    assert rows[at(4)]["funding_avg_8h_pct"] == pytest.approx(0.03)
     rows = run(lake, {})
     assert rows[at(0)]["funding_avg_8h_pct"] is None
     assert rows[at(0)]["missing"]["funding_avg_8h_pct"] == (
-        f"no funding_rate_ohlc bar {WITHIN} from an exchange with a known funding interval"
+        "no funding_rate_ohlc bar at 2026-03-02T00:00Z from an exchange with a known funding"
+        " interval"
     )
+    assert rows[at(0)]["absent_inputs"] == []  # the bars are there, their interval is not
 
 
 def test_open_interest_and_its_changes(lake: Lake):
@@ -175,7 +204,6 @@ def test_open_interest_and_its_changes(lake: Lake):
     assert rows[at(0)]["oi_change_24_pct"] == pytest.approx(40.0)
     assert rows[at(1)]["oi_change_1_pct"] == pytest.approx(-10.0)
     assert rows[at(1)]["oi_change_24_pct"] == pytest.approx(-10.0)
-    assert rows[at(2)]["oi_usd"] == 189  # 01:00 bar carried one bar
     three = rows[at(3)]
     assert three["oi_usd"] == 199.5
     assert three["oi_change_1_pct"] is None
@@ -191,27 +219,26 @@ def test_open_interest_and_its_changes(lake: Lake):
 def test_liquidations_and_taker_share(lake: Lake):
     rows = run(lake)
     assert (rows[at(0)]["long_liq_usd"], rows[at(0)]["short_liq_usd"]) == (3e6, 1e6)
-    assert (rows[at(3)]["long_liq_usd"], rows[at(3)]["short_liq_usd"]) == (0.0, 0.0)
+    assert (rows[at(1)]["long_liq_usd"], rows[at(1)]["short_liq_usd"]) == (0.0, 0.0)
     assert rows[at(4)]["long_liq_usd"] == 7e6
     assert rows[at(0)]["taker_buy_share_pct"] == pytest.approx(60.0)
     assert rows[at(1)]["taker_buy_share_pct"] is None
     assert rows[at(1)]["missing"]["taker_buy_share_pct"] == (
         "no taker volume in the hour (buy + sell = 0)"
     )
-    assert rows[at(4)]["taker_buy_share_pct"] == pytest.approx(30.0)  # 02:00, two bars old
-    assert rows[at(5)]["taker_buy_share_pct"] is None
-    assert rows[at(5)]["missing"]["taker_buy_share_pct"] == f"no taker_volume bar {WITHIN}"
+    assert rows[at(2)]["taker_buy_share_pct"] == pytest.approx(30.0)
 
 
 def test_positioning_is_averaged_and_a_missing_scope_is_explained(lake: Lake):
     rows = run(lake)
-    row = rows[at(2)]
+    row = rows[at(0)]
     assert row["retail_long_pct"] == pytest.approx(55.0)
     assert row["top_account_long_pct"] == pytest.approx(55.0)
     assert row["top_position_long_pct"] is None
     assert row["missing"] == {
-        "top_position_long_pct": f"no long_short_ratio top_position bar {WITHIN}"
+        "top_position_long_pct": "no long_short_ratio top_position bar at 2026-03-02T00:00Z"
     }
+    assert row["absent_inputs"] == []  # the input is there, one of its scopes is not
 
 
 def test_price_and_its_change(lake: Lake):
@@ -301,3 +328,32 @@ def test_interval_overrides_must_be_positive():
     }
     with pytest.raises(ValueError, match=r"funding_interval_hours=\{'OKX': 0\.0\}"):
         SnapshotConfig(funding_interval_hours={"OKX": 0})
+
+
+def test_nulls_explained_fails_on_a_value_for_an_absent_input(lake: Lake, tmp_path: Path):
+    """The check catches a field filled although its input has no bar (say, carried forward)
+    even when `missing` was made to agree with it."""
+    table = compute_snapshot(
+        duckdb.connect(),
+        lake,
+        SnapshotQuery(("BTC",), ("Binance", "Hyper"), HOUR_MS, at(0), at(5)),
+        {("BTC", "Binance"): 8.0, ("BTC", "Hyper"): 1.0},
+    )
+    out = Lake(tmp_path / "out")
+    out.write_day("market_snapshot", DAY, table)
+
+    def nulls_explained() -> bool:
+        with duckdb.connect() as con:
+            outcomes = run_checks(con, out, "market_snapshot", [DAY], SCHEMA, CHECK_SQL)
+        return {o.name: o.passed for o in outcomes}["nulls_explained"]
+
+    assert nulls_explained()
+    rows = table.to_pylist()
+    three = next(r for r in rows if r["ts"] == at(3))
+    assert "liquidation_history" in three["absent_inputs"]
+    three["long_liq_usd"] = 0.0  # the 01:00 value, as if carried forward
+    three["missing"] = json.dumps(
+        {k: v for k, v in json.loads(three["missing"]).items() if k != "long_liq_usd"}
+    )
+    out.write_day("market_snapshot", DAY, pa.Table.from_pylist(rows, schema=SCHEMA))
+    assert not nulls_explained()
