@@ -122,7 +122,14 @@ def build_alert_assets(
     @dg.asset(
         name=ASSET,
         group_name=GROUP,
-        deps=[SIGNALS, SNAPSHOT],
+        # The digest reads the newest rows of the last day or two. An unpartitioned asset
+        # cannot name "the last two partitions" (a time-window mapping needs a partitioned
+        # child, and LastPartitionMapping would miss yesterday's finalize), so every partition
+        # is declared, on purpose rather than by default.
+        deps=[
+            dg.AssetDep(SIGNALS, partition_mapping=dg.AllPartitionMapping()),
+            dg.AssetDep(SNAPSHOT, partition_mapping=dg.AllPartitionMapping()),
+        ],
         kinds={"telegram", "duckdb"},
         description="One Telegram digest per coin for its newest evaluated bar, de-duplicated"
         " and cooled down through the alert ledger.",

@@ -50,7 +50,7 @@ from cg_assets.heatmaps.pictures import Panel, markdown_image, render_png, utc_l
 from cg_assets.market.assets import column_schema
 from cg_assets.market.fetch import split_days
 from cg_assets.market.series import MARKET_ASSETS_BY_NAME, Column
-from cg_assets.partitions import daily_partitions, days_between, to_ms
+from cg_assets.partitions import daily_partitions, days_between, lookback, to_ms
 from cg_assets.resources import LakeResource
 from cg_assets.settings import Settings
 from cg_assets.storage import Lake
@@ -467,21 +467,16 @@ def build_composite_heatmap(settings: Settings) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"parquet", "duckdb"},
         deps=[
-            dg.AssetDep(
-                LIQUIDATION_HEATMAP,
-                partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1),
-            ),
+            # A window of at most a day (window_minutes <= 1440) reaches into the day before.
+            dg.AssetDep(LIQUIDATION_HEATMAP, partition_mapping=lookback(1)),
+            # Pivots need pivot_lookback_bars (the default) + 1 bars before the window.
             dg.AssetDep(
                 PRICES,
-                partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=-extra_days(
-                        (SwingParams().lookback_bars + 1) * settings.interval_ms + DAY_MS
-                    )
+                partition_mapping=lookback(
+                    extra_days((SwingParams().lookback_bars + 1) * settings.interval_ms + DAY_MS)
                 ),
             ),
-            dg.AssetDep(
-                OPEN_INTEREST, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1)
-            ),
+            dg.AssetDep(OPEN_INTEREST, partition_mapping=lookback(1)),
         ],
         metadata={"dagster/column_schema": column_schema(COLUMNS)},
         check_specs=[

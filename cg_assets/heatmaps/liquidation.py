@@ -31,7 +31,7 @@ from cg_assets.liquidations.orders import SCHEMA as ORDERS_SCHEMA
 from cg_assets.market.assets import column_schema
 from cg_assets.market.fetch import split_days
 from cg_assets.market.series import MARKET_ASSETS_BY_NAME, Column
-from cg_assets.partitions import daily_partitions, days_between, to_ms
+from cg_assets.partitions import daily_partitions, days_between, lookback, to_ms
 from cg_assets.resources import LakeResource
 from cg_assets.settings import Settings
 from cg_assets.storage import Lake
@@ -231,12 +231,7 @@ def build_liquidation_heatmap(settings: Settings) -> dg.AssetsDefinition:
         kinds={"parquet", "duckdb"},
         deps=[
             dg.AssetDep(ORDERS),
-            dg.AssetDep(
-                PRICES,
-                partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=-extra_days(settings.interval_ms)
-                ),
-            ),
+            dg.AssetDep(PRICES, partition_mapping=lookback(extra_days(settings.interval_ms))),
         ],
         metadata={"dagster/column_schema": column_schema(COLUMNS)},
         check_specs=[

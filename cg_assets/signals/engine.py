@@ -20,7 +20,7 @@ from pydantic import Field
 from cg_assets.market.assets import column_schema
 from cg_assets.market.fetch import split_days
 from cg_assets.market.series import SYMBOL, TS, Column
-from cg_assets.partitions import daily_partitions, days_between
+from cg_assets.partitions import daily_partitions, days_between, lookback
 from cg_assets.resources import LakeResource
 from cg_assets.settings import Settings
 from cg_assets.signals.checks import SCHEMA_CHECK, check_results
@@ -299,7 +299,13 @@ def build_signals_asset(settings: Settings) -> dg.AssetsDefinition:
         partitions_def=daily_partitions(settings.start_date),
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"parquet", "duckdb"},
-        deps=[SNAPSHOT, HEATMAP],
+        deps=[
+            # The adaptive thresholds read the trailing window of the default config; a run
+            # configured with a longer adaptive_window_days reads days the graph does not show.
+            dg.AssetDep(SNAPSHOT, partition_mapping=lookback(_D.adaptive_window_days)),
+            # The zones of a day's first bars come from the windows of the day before.
+            dg.AssetDep(HEATMAP, partition_mapping=lookback(1)),
+        ],
         metadata={"dagster/column_schema": column_schema(COLUMNS)},
         check_specs=[
             dg.AssetCheckSpec(name, asset=ASSET, description=text) for name, text in CHECKS.items()

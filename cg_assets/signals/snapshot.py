@@ -37,7 +37,13 @@ from cg_assets.coinglass.plans import DAY_MS
 from cg_assets.market.assets import column_schema
 from cg_assets.market.fetch import split_days
 from cg_assets.market.series import MARKET_ASSETS_BY_NAME, SYMBOL, TS, Column
-from cg_assets.partitions import closed_bars_end, daily_partitions, days_between, to_ms
+from cg_assets.partitions import (
+    closed_bars_end,
+    daily_partitions,
+    days_between,
+    lookback,
+    to_ms,
+)
 from cg_assets.resources import CoinGlassResource, LakeResource
 from cg_assets.settings import Settings
 from cg_assets.signals.checks import SCHEMA_CHECK, check_results
@@ -436,10 +442,7 @@ class SnapshotConfig(dg.Config):
 
 
 def build_snapshot_asset(settings: Settings) -> dg.AssetsDefinition:
-    upstream = dg.TimeWindowPartitionMapping(
-        start_offset=-lookback_days(settings.interval_ms),
-        allow_nonexistent_upstream_partitions=True,
-    )
+    upstream = lookback(lookback_days(settings.interval_ms))
 
     @dg.asset(
         name=ASSET,

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -31,22 +32,40 @@ def test_module_exposes_defs_lazily(monkeypatch: pytest.MonkeyPatch, env: dict[s
     assert "defs" in dir(cg_assets)
 
 
-# The product's lineage, written out: market -> liquidations -> heatmaps -> signals -> alerts.
-# A change to the graph must change this snapshot too, on purpose.
-MARKET = {a.name: ("market", set()) for a in MARKET_ASSETS}
+# The product's lineage, written out: market -> liquidations -> heatmaps -> signals -> alerts,
+# with what each partition reads of each input (at CG_INTERVAL=1h). A change to the graph must
+# change this snapshot too, on purpose.
+SAME_DAY = dg.TimeWindowPartitionMapping()
+EVERY_DAY = dg.AllPartitionMapping()
+
+
+def back(days: int) -> dg.TimeWindowPartitionMapping:
+    """The day itself and the `days` days before it."""
+    return dg.TimeWindowPartitionMapping(start_offset=-days)
+
+
+@dataclass(frozen=True)
+class Node:
+    group: str
+    deps: dict[str, dg.PartitionMapping] = field(default_factory=dict)
+
+
+SNAPSHOT_INPUTS = {a.name for a in MARKET_ASSETS} - {"funding_rate_weighted_ohlc"}
 LINEAGE = {
-    **MARKET,
-    "liquidation_orders": ("liquidations", set()),
-    "liquidation_heatmap": ("heatmaps", {"liquidation_orders", "price_ohlc"}),
-    "composite_heatmap": (
-        "heatmaps",
-        {"liquidation_heatmap", "open_interest_ohlc", "price_ohlc"},
+    **{a.name: Node("market") for a in MARKET_ASSETS},
+    "liquidation_orders": Node("liquidations"),
+    "liquidation_heatmap": Node(
+        "heatmaps", {"liquidation_orders": SAME_DAY, "price_ohlc": back(1)}
     ),
-    "coinglass_liquidation_heatmap": ("heatmaps", set()),
-    "market_snapshot": ("signals", set(MARKET) - {"funding_rate_weighted_ohlc"}),
-    "signals": ("signals", {"market_snapshot", "composite_heatmap"}),
-    "telegram_alerts": ("alerts", {"signals", "market_snapshot"}),
-    "liquidation_alerts": ("alerts", {"liquidation_orders"}),
+    "composite_heatmap": Node(
+        "heatmaps",
+        {"liquidation_heatmap": back(1), "open_interest_ohlc": back(1), "price_ohlc": back(4)},
+    ),
+    "coinglass_liquidation_heatmap": Node("heatmaps"),
+    "market_snapshot": Node("signals", dict.fromkeys(SNAPSHOT_INPUTS, back(2))),
+    "signals": Node("signals", {"market_snapshot": back(30), "composite_heatmap": back(1)}),
+    "telegram_alerts": Node("alerts", {"signals": EVERY_DAY, "market_snapshot": EVERY_DAY}),
+    "liquidation_alerts": Node("alerts", {"liquidation_orders": EVERY_DAY}),
 }
 DOMAIN_CHECKS = {
     ("liquidation_orders", "unique_event_id"),
@@ -68,9 +87,12 @@ DOMAIN_CHECKS = {
 def test_asset_graph_is_the_product_lineage(defs: dg.Definitions):
     graph = defs.resolve_asset_graph()
     found = {
-        k.to_user_string(): (
-            graph.get(k).group_name,
-            {p.to_user_string() for p in graph.get(k).parent_keys},
+        k.to_user_string(): Node(
+            graph.get(k).group_name or "",
+            {
+                p.to_user_string(): graph.get_partition_mapping(k, p)
+                for p in graph.get(k).parent_keys
+            },
         )
         for k in graph.get_all_asset_keys()
     }
@@ -82,6 +104,22 @@ def test_asset_graph_is_the_product_lineage(defs: dg.Definitions):
         assert all(c.description for c in schema.columns)
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert checks == {(a.name, c) for a in MARKET_ASSETS for c in CHECKS} | DOMAIN_CHECKS
+
+
+def test_a_backfill_from_the_start_date_has_every_input_it_needs(
+    defs: dg.Definitions, settings: Settings
+):
+    """A lookback reaching before the start date maps to the days that exist: a mapping that
+    required earlier days would fail every backfill of the first partitions."""
+    graph = defs.resolve_asset_graph()
+    first = settings.start_date.isoformat()
+    for key in graph.get_all_asset_keys():
+        if graph.get(key).partitions_def is None:
+            continue
+        for parent in graph.get(key).parent_keys:
+            mapped = graph.get_parent_partition_keys_for_child(first, parent, key)
+            assert not mapped.required_but_nonexistent_partition_keys, (key, parent)
+            assert mapped.partitions_subset.get_partition_keys() == [first], (key, parent)
 
 
 def eval_schedule(defs: dg.Definitions, name: str, at: datetime) -> list[dg.RunRequest] | str:
