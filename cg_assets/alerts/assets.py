@@ -21,6 +21,7 @@ from cg_assets.alerts.delivery import Outcome, deliver
 from cg_assets.alerts.ledger import AlertLedger, SignalRef
 from cg_assets.alerts.messages import SignalLine, render_digest
 from cg_assets.alerts.resources import TelegramResource
+from cg_assets.automation import follows_recent_inputs
 from cg_assets.resources import LakeResource
 from cg_assets.settings import Settings
 from cg_assets.storage import Lake
@@ -125,11 +126,13 @@ def build_alert_assets(
         # The digest reads the newest rows of the last day or two. An unpartitioned asset
         # cannot name "the last two partitions" (a time-window mapping needs a partitioned
         # child, and LastPartitionMapping would miss yesterday's finalize), so every partition
-        # is declared, on purpose rather than by default.
+        # is declared, on purpose rather than by default; the automation condition narrows
+        # the triggers to the days read.
         deps=[
             dg.AssetDep(SIGNALS, partition_mapping=dg.AllPartitionMapping()),
             dg.AssetDep(SNAPSHOT, partition_mapping=dg.AllPartitionMapping()),
         ],
+        automation_condition=follows_recent_inputs(),
         kinds={"telegram", "duckdb"},
         description="One Telegram digest per coin for its newest evaluated bar, de-duplicated"
         " and cooled down through the alert ledger.",

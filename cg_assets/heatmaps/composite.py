@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
+from cg_assets.automation import follows_inputs
 from cg_assets.coinglass.plans import DAY_MS, MINUTE_MS
 from cg_assets.heatmaps.buckets import EDGE_TOLERANCE, check_day_divisor, check_grid
 from cg_assets.heatmaps.inputs import coin_bars, extra_days, lake_view, lookback_days
@@ -478,6 +479,9 @@ def build_composite_heatmap(settings: Settings) -> dg.AssetsDefinition:
             ),
             dg.AssetDep(OPEN_INTEREST, partition_mapping=lookback(1)),
         ],
+        # Until the day's first bar closes (01:00 at 1h) yesterday's prices and OI place the
+        # windows, so only the day's liquidation heatmap has to exist.
+        automation_condition=follows_inputs(latest_day_of=[LIQUIDATION_HEATMAP]),
         metadata={"dagster/column_schema": column_schema(COLUMNS)},
         check_specs=[
             dg.AssetCheckSpec(

@@ -17,6 +17,7 @@ import duckdb
 import pyarrow as pa
 from pydantic import Field
 
+from cg_assets.automation import follows_inputs
 from cg_assets.market.assets import column_schema
 from cg_assets.market.fetch import split_days
 from cg_assets.market.series import SYMBOL, TS, Column
@@ -306,6 +307,9 @@ def build_signals_asset(settings: Settings) -> dg.AssetsDefinition:
             # The zones of a day's first bars come from the windows of the day before.
             dg.AssetDep(HEATMAP, partition_mapping=lookback(1)),
         ],
+        # The zones are optional (the heatmap_zone rule is skipped without them): a heatmap
+        # rebuilt every 10 minutes neither triggers a re-evaluation nor holds one back.
+        automation_condition=follows_inputs(ignore=[HEATMAP]),
         metadata={"dagster/column_schema": column_schema(COLUMNS)},
         check_specs=[
             dg.AssetCheckSpec(name, asset=ASSET, description=text) for name, text in CHECKS.items()

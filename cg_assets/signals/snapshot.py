@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, field_validator
 
+from cg_assets.automation import follows_inputs
 from cg_assets.coinglass import CoinGlassError
 from cg_assets.coinglass.plans import DAY_MS
 from cg_assets.market.assets import column_schema
@@ -453,6 +454,7 @@ def build_snapshot_asset(settings: Settings) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"parquet", "duckdb"},
         deps=[dg.AssetDep(name, partition_mapping=upstream) for name in INPUTS],
+        automation_condition=follows_inputs(),
         metadata={"dagster/column_schema": column_schema(COLUMNS), "interval": settings.interval},
         check_specs=[
             dg.AssetCheckSpec(name, asset=ASSET, description=text) for name, text in CHECKS.items()

@@ -44,10 +44,53 @@ def back(days: int) -> dg.TimeWindowPartitionMapping:
     return dg.TimeWindowPartitionMapping(start_offset=-days)
 
 
+# When each asset runs by declarative automation (None: a schedule, a sensor or by hand),
+# spelled out by `spell`: a dropped or loosened condition fails the snapshot.
+RECENT = "in_latest_time_window(lookback_timedelta=2 days, 0:00:00)"
+LATEST_DAY_MISSING = "any_deps((missing & in_latest_time_window & ~will_be_requested))"
+
+
+def follows(ignore: str = "", latest_day_of: str = "") -> str:
+    skip = f'(ignore_selection=key:"{ignore}")' if ignore else ""
+    needed = f'(allow_selection=key:"{latest_day_of}")' if latest_day_of else skip
+    return (
+        f"({RECENT} & any_deps_updated{skip}.since(handled) & ~{LATEST_DAY_MISSING}{needed}"
+        f" & ~any_deps_in_progress{skip} & ~in_progress)"
+    )
+
+
+FOLLOWS_RECENT = (
+    f"(any_deps((newly_updated & {RECENT})).since(handled)"
+    f" & ~any_deps((in_progress & {RECENT})) & ~in_progress)"
+)
+# Dagster's own building blocks, named by their labels rather than spelled out.
+DAGSTER_LABELS = {"any_deps_updated", "any_deps_in_progress", "in_progress", "handled"}
+
+
+def spell(condition: dg.AutomationCondition) -> str:
+    """The condition's structure as an expression, with its selections and windows."""
+    label, name = condition.get_label(), condition.name
+    parts = [spell(child) for child in condition.children]
+    if label in DAGSTER_LABELS and name in ("AND", "OR"):
+        return label
+    if name.startswith("ANY_DEPS_MATCH"):
+        inner = label if label in DAGSTER_LABELS else f"any_deps({parts[0]})"
+        return inner + name.removeprefix("ANY_DEPS_MATCH")
+    if name in ("AND", "OR"):
+        return "(" + f" {'&' if name == 'AND' else '|'} ".join(parts) + ")"
+    if name == "NOT":
+        return f"~{parts[0]}"
+    if name == "SINCE":
+        return f"{parts[0]}.since({parts[1]})"
+    assert not parts, f"no spelling for {name} with operands"
+    return name
+
+
 @dataclass(frozen=True)
 class Node:
     group: str
     deps: dict[str, dg.PartitionMapping] = field(default_factory=dict)
+    automation: str | None = None
 
 
 SNAPSHOT_INPUTS = {a.name for a in MARKET_ASSETS} - {"funding_rate_weighted_ohlc"}
@@ -60,11 +103,18 @@ LINEAGE = {
     "composite_heatmap": Node(
         "heatmaps",
         {"liquidation_heatmap": back(1), "open_interest_ohlc": back(1), "price_ohlc": back(4)},
+        follows(latest_day_of="liquidation_heatmap"),
     ),
     "coinglass_liquidation_heatmap": Node("heatmaps"),
-    "market_snapshot": Node("signals", dict.fromkeys(SNAPSHOT_INPUTS, back(2))),
-    "signals": Node("signals", {"market_snapshot": back(30), "composite_heatmap": back(1)}),
-    "telegram_alerts": Node("alerts", {"signals": EVERY_DAY, "market_snapshot": EVERY_DAY}),
+    "market_snapshot": Node("signals", dict.fromkeys(SNAPSHOT_INPUTS, back(2)), follows()),
+    "signals": Node(
+        "signals",
+        {"market_snapshot": back(30), "composite_heatmap": back(1)},
+        follows(ignore="composite_heatmap"),
+    ),
+    "telegram_alerts": Node(
+        "alerts", {"signals": EVERY_DAY, "market_snapshot": EVERY_DAY}, FOLLOWS_RECENT
+    ),
     "liquidation_alerts": Node("alerts", {"liquidation_orders": EVERY_DAY}),
 }
 DOMAIN_CHECKS = {
@@ -93,6 +143,7 @@ def test_asset_graph_is_the_product_lineage(defs: dg.Definitions):
                 p.to_user_string(): graph.get_partition_mapping(k, p)
                 for p in graph.get(k).parent_keys
             },
+            spell(condition) if (condition := graph.get(k).automation_condition) else None,
         )
         for k in graph.get_all_asset_keys()
     }
@@ -161,6 +212,34 @@ def test_daily_schedule_finalizes_yesterday(defs: dg.Definitions, settings: Sett
     yesterday = (settings.start_date + timedelta(days=9)).isoformat()
     assert request.partition_key == yesterday
     assert request.run_key == f"finalize-{yesterday}"
+
+
+@pytest.mark.parametrize(("hour", "minute", "days"), [(10, 20, 10), (0, 10, 10), (0, 0, 9)])
+def test_liquidation_heatmap_refresh_rebuilds_the_day_of_the_last_ten_minutes(
+    defs: dg.Definitions, settings: Settings, hour: int, minute: int, days: int
+):
+    moment = at(settings, 10, hour, minute)
+    [request] = eval_schedule(defs, "liquidation_heatmap_refresh", moment)
+    assert request.partition_key == (settings.start_date + timedelta(days=days)).isoformat()
+    assert request.run_key == f"liquidation-heatmap-{moment:%Y-%m-%dT%H:%M}"
+
+
+def test_schedules_drive_the_roots_and_derived_assets_follow_by_automation(defs: dg.Definitions):
+    """A schedule of a derived asset would run it at a clock time whether or not its inputs
+    had landed; the liquidation heatmap is the one derived asset on a clock (its input lands
+    every few seconds, see cg_assets.heatmaps.schedules)."""
+    graph = defs.resolve_asset_graph()
+    scheduled = {
+        key.to_user_string()
+        for schedule in defs.schedules or []
+        for key in defs.resolve_job_def(schedule.job_name).asset_layer.executable_asset_keys
+    }
+    assert scheduled == {a.name for a in MARKET_ASSETS} | {
+        "liquidation_heatmap",
+        "coinglass_liquidation_heatmap",
+    }
+    for name in scheduled:
+        assert graph.get(dg.AssetKey(name)).automation_condition is None, name
 
 
 def test_missing_key_against_the_real_api_says_what_to_do():
