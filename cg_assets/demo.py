@@ -100,7 +100,9 @@ def launch_backfill(ui: str, days: int, newest: date) -> str:
         }
 
     params = {
-        "partitionsByAssets": [selector(name) for name in BACKFILL_ASSETS],
+        "partitionsByAssets": [
+            selector(name) for name in BACKFILL_ASSETS if days or name not in REFRESHED
+        ],
         "fromFailure": False,
         "title": f"demo: {days} days before {newest}",
     }
