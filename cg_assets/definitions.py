@@ -1,4 +1,5 @@
-"""The code location: each domain's Definitions merged with the shared resources.
+"""The code location: each domain's Definitions merged with the shared resources and the
+sensor that runs every asset's automation condition.
 
 Settings are read from the environment here, at load time, so a bad value stops the load with
 a message naming the variable instead of failing runs later.
@@ -11,6 +12,7 @@ import os
 import dagster as dg
 
 from cg_assets.alerts import build_alert_defs
+from cg_assets.automation import build_automation_sensor
 from cg_assets.heatmaps import build_heatmap_defs
 from cg_assets.liquidations import build_liquidation_defs
 from cg_assets.market import build_market_defs
@@ -45,7 +47,11 @@ def build_defs(settings: Settings) -> dg.Definitions:
         build_heatmap_defs(settings),
         build_signal_defs(settings),
         build_alert_defs(settings),
-        dg.Definitions(resources=build_resources(settings), executor=dg.in_process_executor),
+        dg.Definitions(
+            resources=build_resources(settings),
+            sensors=[build_automation_sensor()],
+            executor=dg.in_process_executor,
+        ),
     )
 
 

@@ -1,9 +1,12 @@
 """`make demo`: the whole product against the simulator, in one go.
 
 It starts the CoinGlass simulator (REST, WebSocket and the Telegram stand-in) with a market
-story (`--scenario`), the liquidation sidecar, and `dagster dev` with every schedule and sensor
-running; backfills the last days of the market, the liquidations, the heatmaps and the signals
-so every asset has data at once; and prints each Telegram message the stand-in receives.
+story (`--scenario`), the liquidation sidecar, and `dagster dev` with every sensor running;
+backfills the days before the newest bar's day (and that day's liquidations and heatmaps), so
+every asset has history at once; then, as the hourly schedule would, refreshes the newest
+day's market data, and its snapshot, signals and Telegram digest follow by declarative
+automation. The schedules start after that refresh and take over. It prints each Telegram
+message the stand-in receives.
 
 Everything lives under the data dir (lake, catalog, spool, alert ledger, DAGSTER_HOME), so a
 second `make demo` finds the data and run history of the first. Ctrl-C stops every process
@@ -19,7 +22,8 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from cg_assets.heatmaps.composite import ASSET as COMPOSITE_HEATMAP
@@ -27,13 +31,17 @@ from cg_assets.heatmaps.liquidation import ASSET as LIQUIDATION_HEATMAP
 from cg_assets.heatmaps.model import ASSET as MODEL_HEATMAP
 from cg_assets.launcher import BIN, Launcher, free_port, graphql, prepare_dagster_home
 from cg_assets.liquidations.assets import ASSET as LIQUIDATION_ORDERS
+from cg_assets.market.schedules import JOB_NAME as MARKET_JOB
 from cg_assets.market.series import MARKET_ASSETS
+from cg_assets.partitions import to_ms
+from cg_assets.settings import Settings
 from cg_assets.signals.engine import ASSET as SIGNALS
 from cg_assets.signals.snapshot import ASSET as SNAPSHOT
 from cg_assets.sim.scenarios import SCENARIOS
 from cg_assets.sim.telegram import DEFAULT_CHAT_ID, DEFAULT_TOKEN, ReceivedMessage
 
 # Everything a backfill can fill, in lineage order (Dagster orders the runs by dependency).
+# The newest day's market data, snapshot and signals are left to the refresh that follows.
 BACKFILL_ASSETS = (
     *(a.name for a in MARKET_ASSETS),
     LIQUIDATION_ORDERS,
@@ -43,6 +51,10 @@ BACKFILL_ASSETS = (
     SIGNALS,
     MODEL_HEATMAP,
 )
+REFRESHED = {*(a.name for a in MARKET_ASSETS), SNAPSHOT, SIGNALS}
+UNPARTITIONED = {MODEL_HEATMAP}
+# Backfill states after which no run of it starts any more.
+BACKFILL_DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 LAUNCH_BACKFILL = """
 mutation($params: LaunchBackfillParams!) {
@@ -53,21 +65,106 @@ mutation($params: LaunchBackfillParams!) {
     ... on InvalidSubsetError { message }
   }
 }"""
+BACKFILL_STATUS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) { ... on PartitionBackfill { status } }
+}"""
+REPOSITORY = """
+{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"""
+LAUNCH_RUN = """
+mutation($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on Error { message }
+  }
+}"""
 
 
-def launch_backfill(ui: str, days: int) -> str:
-    today = datetime.now(UTC).date()
-    partitions = [(today - timedelta(days=i)).isoformat() for i in range(days, -1, -1)]
+def newest_day(now: datetime, interval_ms: int) -> date:
+    """The UTC day of the newest closed bar: the day the hourly refresh brings up to date."""
+    ms = to_ms(now)
+    return datetime.fromtimestamp((ms - ms % interval_ms - interval_ms) / 1000, UTC).date()
+
+
+def launch_backfill(ui: str, days: int, newest: date) -> str:
+    """Backfill `days` days before `newest`, and `newest` itself for what no refresh brings."""
+    first = (newest - timedelta(days=days)).isoformat()
+
+    def selector(asset: str) -> dict:
+        last = newest - timedelta(days=1) if asset in REFRESHED else newest
+        partitions = {"range": {"start": first, "end": last.isoformat()}}
+        return {
+            "assetKey": {"path": [asset]},
+            "partitions": None if asset in UNPARTITIONED else partitions,
+        }
+
     params = {
-        "assetSelection": [{"path": [name]} for name in BACKFILL_ASSETS],
-        "partitionNames": partitions,
+        "partitionsByAssets": [
+            selector(name) for name in BACKFILL_ASSETS if days or name not in REFRESHED
+        ],
         "fromFailure": False,
-        "title": f"demo: last {days} days",
+        "title": f"demo: {days} days before {newest}",
     }
     result = graphql(ui, LAUNCH_BACKFILL, {"params": params})["data"]["launchPartitionBackfill"]
     if result["__typename"] != "LaunchBackfillSuccess":
         raise SystemExit(f"backfill was not launched: {result}")
-    return f"{result['backfillId']} ({partitions[0]}..{partitions[-1]})"
+    return result["backfillId"]
+
+
+def backfill_finished(ui: str, backfill_id: str) -> str | None:
+    """The backfill's final state once no run of it starts any more, else None."""
+    backfill = graphql(ui, BACKFILL_STATUS, {"id": backfill_id})["data"]
+    state = backfill["partitionBackfillOrError"].get("status")
+    return state if state in BACKFILL_DONE else None
+
+
+def launch_refresh(ui: str, day: date) -> str:
+    """A run of the market job for `day`, as the hourly refresh launches it; its run id."""
+    [repository] = graphql(ui, REPOSITORY)["data"]["repositoriesOrError"]["nodes"]
+    params = {
+        "selector": {
+            "repositoryLocationName": repository["location"]["name"],
+            "repositoryName": repository["name"],
+            "jobName": MARKET_JOB,
+        },
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day.isoformat()}]},
+    }
+    result = graphql(ui, LAUNCH_RUN, {"params": params})["data"]["launchRun"]
+    if result["__typename"] != "LaunchRunSuccess":
+        raise SystemExit(f"the refresh of {day} was not launched: {result}")
+    return result["run"]["runId"]
+
+
+@dataclass
+class Handover:
+    """Once the backfill is done, refresh the newest day and start the schedules: the refresh
+    comes after the history it reads, and the hourly schedule takes over from it."""
+
+    ui: str
+    backfill_id: str
+    newest: date
+    start_schedules: Callable[[], None]
+    done: bool = False
+
+    def __call__(self) -> None:
+        if self.done:
+            return
+        try:
+            state = backfill_finished(self.ui, self.backfill_id)
+        except (urllib.error.URLError, OSError, ValueError):
+            return
+        if state is None:
+            return
+        self.done = True
+        run_id = launch_refresh(self.ui, self.newest)
+        print(
+            f"backfill       {state.lower()}; refresh of {self.newest} launched (run {run_id}):"
+            " snapshot, signals and the digest follow it by automation",
+            flush=True,
+        )
+        self.start_schedules()
+        print("schedules      all running: the hourly refresh takes over", flush=True)
 
 
 def message_printer(standin: str) -> Callable[[], None]:
@@ -145,15 +242,24 @@ def main(argv: list[str] | None = None) -> None:
         launcher.wait_http(f"{health}/health/live", sidecar, 30)
         print(f"ws_sidecar     {health}/health/ready  {health}/metrics")
         ui = launcher.start_dagster(ui_port)
-        print(f"backfill       {launch_backfill(ui, args.backfill_days)}")
-        launcher.start_schedules()
-        print("schedules      all running; sensors: spool, heads-up, alerts, ops")
+        newest = newest_day(datetime.now(UTC), Settings.from_env(env).interval_ms)
+        backfill_id = launch_backfill(ui, args.backfill_days, newest)
+        print(f"backfill       {backfill_id}: {args.backfill_days} days before {newest}")
+        print("sensors        running: automation, spool, heads-up, health, ops")
+        print(f"schedules      start once {newest} is refreshed, after the backfill")
         print(f"\nDagster UI     {ui}/asset-groups")
         print(f"data dir       {data_dir}  (lake, warehouse.duckdb, spool, alerts, dagster_home)")
         print(f"query          duckdb {data_dir / 'warehouse.duckdb'}")
         print(f"logs           {data_dir}/{{simulator,sidecar,dagster}}.log")
         print("\nCtrl-C stops everything.\n", flush=True)
-        launcher.wait(on_tick=message_printer(standin))
+        handover = Handover(ui, backfill_id, newest, launcher.start_schedules)
+        show_new = message_printer(standin)
+
+        def on_tick() -> None:
+            handover()
+            show_new()
+
+        launcher.wait(on_tick=on_tick)
 
 
 if __name__ == "__main__":

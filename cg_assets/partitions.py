@@ -18,6 +18,16 @@ def daily_partitions(start: date) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=start.isoformat(), timezone="UTC", end_offset=1)
 
 
+def lookback(days: int) -> dg.TimeWindowPartitionMapping:
+    """The partition mapping of an input read from `days` days before a partition through it.
+
+    Declaring what a partition reads keeps staleness, backfill ordering and automation true.
+    Before the start date Dagster clamps the window to the first partition (every asset shares
+    `daily_partitions`), which is what the code does too: it reads the days that exist.
+    """
+    return dg.TimeWindowPartitionMapping(start_offset=-days)
+
+
 def to_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 

@@ -5,6 +5,10 @@ story whose live episodes come every minute, the sidecar, and `dagster dev` (web
 daemon) with every schedule and sensor. The tests poll real state with deadlines: the
 sidecar's health, Dagster's runs and asset graph over GraphQL, the lake, the DuckDB catalog
 and the messages the stand-in received. At the end, Ctrl-C must leave no process behind.
+
+The demo backfills the days before the newest bar's day, then refreshes that day's market data
+as the hourly schedule does; no schedule or clock brings its snapshot, signals or digest, so
+the digest of the newest bar proves that they follow the refresh by automation.
 """
 
 from __future__ import annotations
@@ -33,9 +37,18 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
-RUNS = "{ runsOrError { ... on Runs { results { jobName status tags { key value } } } } }"
+RUNS = """{ runsOrError { ... on Runs { results {
+    runId jobName status creationTime endTime tags { key value } assetSelection { path }
+} } } }"""
+BACKFILLS = (
+    "{ partitionBackfillsOrError { ... on PartitionBackfills { results { title status } } } }"
+)
 GRAPH = "{ assetNodes { assetKey { path } groupName dependencyKeys { path } } }"
 GROUPS = ("market", "liquidations", "heatmaps", "signals", "alerts")
+AUTOMATION = "automation_sensor"
+# The schedules ran signals at HH:07, two minutes after the market refresh's HH:05 tick; the
+# digest must now reach Telegram well within those two minutes of the refresh run's end.
+DIGEST_DEADLINE_S = 90
 
 
 def free_port() -> int:
@@ -85,15 +98,29 @@ class System:
     def graphql(self, query: str) -> dict:
         return get_json(f"{self.ui}/graphql", {"query": query})["data"]
 
+    def all_runs(self) -> list[dict]:
+        """Every run, oldest first, with its tags as a dict and its selected asset names."""
+        runs = []
+        for run in reversed(self.graphql(RUNS)["runsOrError"]["results"]):
+            run["tags"] = {t["key"]: t["value"] for t in run["tags"]}
+            run["assets"] = {"/".join(a["path"]) for a in run["assetSelection"] or []}
+            runs.append(run)
+        return runs
+
     def runs(self, job: str) -> list[str]:
-        results = self.graphql(RUNS)["runsOrError"]["results"]
-        return [r["status"] for r in results if r["jobName"] == job]
+        return [r["status"] for r in self.all_runs() if r["jobName"] == job]
 
     def backfill_runs(self) -> list[str]:
         results = self.graphql(RUNS)["runsOrError"]["results"]
         return [
             r["status"] for r in results if any(t["key"] == "dagster/backfill" for t in r["tags"])
         ]
+
+    def demo_backfill_done(self) -> str | None:
+        """The demo backfill's final state, once it has one."""
+        backfills = self.graphql(BACKFILLS)["partitionBackfillsOrError"]["results"]
+        [state] = [b["status"] for b in backfills if (b["title"] or "").startswith("demo:")]
+        return None if state in {"REQUESTED", "CANCELING", "FAILING"} else state
 
     def messages(self) -> list[dict]:
         return get_json(f"{self.standin}/_sim/messages")
@@ -151,14 +178,10 @@ def test_the_full_loop_from_the_wire_to_telegram(system: System):
     wait_for(lambda: get_json(f"{system.health}/health/ready")["ready"], 60, "a ready sidecar")
     wait_for(lambda: "SUCCESS" in system.runs("liquidation_ingest_job"), 180, "an ingestion")
     # The two-day backfill of market, liquidations, heatmaps and signals finished cleanly.
-    statuses = wait_for(
-        lambda: (s := system.backfill_runs()) and all(x in {"SUCCESS", "FAILURE"} for x in s) and s,
-        480,
-        "the demo backfill",
-    )
+    state = wait_for(system.demo_backfill_done, 480, "the demo backfill")
+    assert state == "COMPLETED_SUCCESS", state
+    statuses = system.backfill_runs()
     assert set(statuses) == {"SUCCESS"}, statuses
-    for asset in ("price_ohlc", "liquidation_heatmap", "composite_heatmap", "signals"):
-        assert len(system.parquet_days(asset)) == 3, asset
     assert list(system.data_dir.glob("lake/liquidation_heatmap/date=*/heatmap.png"))
 
     # Telegram: a heads-up, its confirmation in reply, and the digest of the signals.
@@ -178,6 +201,56 @@ def test_the_full_loop_from_the_wire_to_telegram(system: System):
     found = wait_for(seen, 300, "a heads-up, a confirmed alert and a digest on Telegram")
     assert "cascade" in found["headsup"]["plain"] or "squeeze" in found["headsup"]["plain"]
     assert found["confirmed"]["plain"].startswith("✅")
+    # The backfilled days and the refreshed newest day, whose signals came by automation.
+    for asset in ("price_ohlc", "liquidation_heatmap", "composite_heatmap", "signals"):
+        assert len(system.parquet_days(asset)) == 3, asset
+
+
+def test_the_digest_follows_the_market_refresh_without_a_clock(system: System):
+    def first_digest() -> dict | None:
+        digests = [
+            m
+            for m in system.messages()
+            if "not financial advice" in m["plain"] and not m["reply_to"] and " bar " in m["plain"]
+        ]
+        return digests[0] if digests else None
+
+    digest = wait_for(first_digest, 600, "the first digest")
+    received = digest["received_at"]
+    # The refresh it follows: the last one (the demo's, or the hourly schedule's if its tick
+    # came in between) that ended before the digest arrived.
+    refreshes = [
+        r
+        for r in system.all_runs()
+        if r["jobName"] == "market_job"
+        and "dagster/backfill" not in r["tags"]
+        and r["status"] == "SUCCESS"
+        and r["endTime"] <= received
+    ]
+    assert refreshes, f"no market refresh ended before the digest: {digest['plain']}"
+    refresh = max(refreshes, key=lambda r: r["endTime"])
+    day = refresh["tags"]["dagster/partition"]
+    assert f"bar {day} " in digest["plain"], digest["plain"]
+    delay = received - refresh["endTime"]
+    assert delay < DIGEST_DEADLINE_S, f"the digest came {delay:.0f} s after the refresh"
+
+    def launched_in_between(asset: str) -> dict | None:
+        """The last finished run of `asset` launched between the refresh and the digest (the
+        snapshot's can start before the refresh run ends: its inputs land one by one)."""
+        runs = [
+            r
+            for r in system.all_runs()
+            if asset in r["assets"] and refresh["creationTime"] <= r["creationTime"] <= received
+        ]
+        return runs[-1] if runs and runs[-1]["status"] in {"SUCCESS", "FAILURE"} else None
+
+    for asset in ("market_snapshot", "signals", "telegram_alerts"):
+        run = wait_for(lambda a=asset: launched_in_between(a), 60, f"the run of {asset}")
+        assert run["status"] == "SUCCESS", run
+        assert run["tags"].get("dagster/sensor_name") == AUTOMATION, run["tags"]
+        assert run["tags"].get("dagster/from_automation_condition") == "true", run["tags"]
+        if asset != "telegram_alerts":
+            assert run["tags"]["dagster/partition"] == day, run["tags"]
 
 
 def test_the_ui_shows_the_intended_lineage(system: System):
@@ -189,7 +262,7 @@ def test_the_ui_shows_the_intended_lineage(system: System):
         )
         for n in nodes
     }
-    assert graph == LINEAGE
+    assert graph == {name: (node.group, set(node.deps)) for name, node in LINEAGE.items()}
 
 
 def test_the_lake_and_the_duckdb_views_hold_the_rows(system: System):

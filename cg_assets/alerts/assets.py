@@ -31,6 +31,7 @@ import dagster as dg
 import duckdb
 
 from cg_assets.alerts.messages import SignalLine, render_digest
+from cg_assets.automation import follows_recent_inputs
 from cg_assets.partitions import days_between
 from cg_assets.resources import LakeResource, TelegramResource
 from cg_assets.settings import Settings
@@ -49,9 +50,11 @@ ASSET = "telegram_alerts"
 GROUP = "alerts"
 PREVIEW_CHARS = 1500
 # How long after its bar closed a digest waits for inputs the bar lacks. The hourly market
-# refresh stores a bar at HH:05 and `signals_hourly` evaluates it at HH:07; `signals_recheck`
-# evaluates it again at HH:37, after this deadline, so a held digest is decided within the hour.
+# refresh stores a bar at HH:05 and the digest follows it by automation; it is evaluated again
+# at HH:37 (RECHECK_CRON), after this deadline, so a held digest is decided within the hour even
+# if the late input never lands.
 INPUTS_DEADLINE = timedelta(minutes=30)
+RECHECK_CRON = "37 * * * *"
 
 DIGEST_PREFIX = "digest:"
 
@@ -185,7 +188,16 @@ def build_alert_assets(
     @dg.asset(
         name=ASSET,
         group_name=GROUP,
-        deps=[SIGNALS, SNAPSHOT],
+        # The digest reads the newest rows of the last day or two. An unpartitioned asset
+        # cannot name "the last two partitions" (a time-window mapping needs a partitioned
+        # child, and LastPartitionMapping would miss yesterday's finalize), so every partition
+        # is declared, on purpose rather than by default; the automation condition narrows
+        # the triggers to the days read.
+        deps=[
+            dg.AssetDep(SIGNALS, partition_mapping=dg.AllPartitionMapping()),
+            dg.AssetDep(SNAPSHOT, partition_mapping=dg.AllPartitionMapping()),
+        ],
+        automation_condition=follows_recent_inputs(recheck_cron=RECHECK_CRON),
         kinds={"telegram", "duckdb"},
         description="One Telegram digest per coin for its newest evaluated bar, de-duplicated"
         " and cooled down through the alert ledger.",

@@ -11,13 +11,13 @@ from cg_assets.settings import Settings
 
 
 def build_heatmap_defs(settings: Settings) -> dg.Definitions:
-    heatmaps, model = build_heatmap_jobs()
+    liquidation, model = build_heatmap_jobs()
     return dg.Definitions(
         assets=[
             build_liquidation_heatmap(settings),
             build_composite_heatmap(settings),
             build_model_heatmap(settings),
         ],
-        jobs=[heatmaps, model],
-        schedules=build_heatmap_schedules(heatmaps, model),
+        jobs=[liquidation, model],
+        schedules=build_heatmap_schedules(liquidation, model),
     )

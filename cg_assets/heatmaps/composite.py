@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import Field, model_validator
 
+from cg_assets.automation import follows_inputs
 from cg_assets.coinglass.plans import DAY_MS, MINUTE_MS
 from cg_assets.heatmaps.buckets import EDGE_TOLERANCE, check_day_divisor, check_grid
 from cg_assets.heatmaps.gallery import publish_pictures
@@ -52,7 +53,7 @@ from cg_assets.heatmaps.liquidation import GROUP, PRICES
 from cg_assets.heatmaps.liquidation import SCHEMA as HEATMAP_SCHEMA
 from cg_assets.heatmaps.pictures import Panel, render_png, utc_label
 from cg_assets.market.series import MARKET_ASSETS_BY_NAME
-from cg_assets.partitions import daily_partitions, days_between, to_ms
+from cg_assets.partitions import daily_partitions, days_between, lookback, to_ms
 from cg_assets.resources import LakeResource
 from cg_assets.settings import Settings
 from cg_assets.storage import Lake
@@ -477,22 +478,20 @@ def build_composite_heatmap(settings: Settings) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"parquet", "duckdb"},
         deps=[
-            dg.AssetDep(
-                LIQUIDATION_HEATMAP,
-                partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1),
-            ),
+            # A window of at most a day (window_minutes <= 1440) reaches into the day before.
+            dg.AssetDep(LIQUIDATION_HEATMAP, partition_mapping=lookback(1)),
+            # Pivots need pivot_lookback_bars (the default) + 1 bars before the window.
             dg.AssetDep(
                 PRICES,
-                partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=-extra_days(
-                        (SwingParams().lookback_bars + 1) * settings.interval_ms + DAY_MS
-                    )
+                partition_mapping=lookback(
+                    extra_days((SwingParams().lookback_bars + 1) * settings.interval_ms + DAY_MS)
                 ),
             ),
-            dg.AssetDep(
-                OPEN_INTEREST, partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1)
-            ),
+            dg.AssetDep(OPEN_INTEREST, partition_mapping=lookback(1)),
         ],
+        # Until the day's first bar closes (01:00 at 1h) yesterday's prices and OI place the
+        # windows, so only the day's liquidation heatmap has to exist.
+        automation_condition=follows_inputs(latest_day_of=[LIQUIDATION_HEATMAP]),
         metadata={"dagster/column_schema": column_schema(COLUMNS)},
         check_specs=[
             dg.AssetCheckSpec(name, asset=ASSET, description=text) for name, text in CHECKS.items()

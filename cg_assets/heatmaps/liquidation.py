@@ -33,7 +33,7 @@ from cg_assets.heatmaps.pictures import Panel, render_png, utc_label
 from cg_assets.liquidations.assets import ASSET as ORDERS
 from cg_assets.liquidations.orders import SCHEMA as ORDERS_SCHEMA
 from cg_assets.market.series import MARKET_ASSETS_BY_NAME
-from cg_assets.partitions import daily_partitions, days_between, to_ms
+from cg_assets.partitions import daily_partitions, days_between, lookback, to_ms
 from cg_assets.resources import LakeResource
 from cg_assets.settings import Settings
 from cg_assets.storage import Lake
@@ -329,12 +329,7 @@ def build_liquidation_heatmap(settings: Settings) -> dg.AssetsDefinition:
         kinds={"parquet", "duckdb"},
         deps=[
             dg.AssetDep(ORDERS),
-            dg.AssetDep(
-                PRICES,
-                partition_mapping=dg.TimeWindowPartitionMapping(
-                    start_offset=-extra_days(settings.interval_ms)
-                ),
-            ),
+            dg.AssetDep(PRICES, partition_mapping=lookback(extra_days(settings.interval_ms))),
         ],
         metadata={"dagster/column_schema": column_schema(COLUMNS)},
         check_specs=[

@@ -1,17 +1,20 @@
-"""Keep today's heatmaps current and refresh CoinGlass's model heatmap every hour.
+"""The heatmaps' roots: the liquidation heatmap every 10 minutes, CoinGlass's model hourly.
 
-The liquidation and composite heatmaps are rebuilt for today every 10 minutes: often enough
-that the hourly signal evaluation (HH:07) finds zones no more than 10 minutes old, rare enough
-that a laptop does not spend its time starting runs. The model heatmap is a snapshot of "now"
-from the API; hourly keeps a Professional plan's request budget for the market assets.
+`liquidation_heatmap` is a root on a clock although it is computed from `liquidation_orders`:
+the spool sensor materializes the orders every few seconds while the market moves, and a
+heatmap (with `composite_heatmap` after it) rebuilt after each batch would keep a laptop busy
+starting runs. Every 10 minutes is often enough for the signals (they use the composite window
+that ended by a bar's close). The tick at 00:00 rebuilds the day that just ended, so its last
+10 minutes reach the lake; `composite_heatmap` follows each rebuild by its automation condition.
+The model heatmap is a snapshot of "now" from the API; hourly keeps a Professional plan's
+request budget for the market assets.
 """
 
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from cg_assets.heatmaps.composite import ASSET as COMPOSITE
 from cg_assets.heatmaps.liquidation import ASSET as LIQUIDATION
 from cg_assets.heatmaps.model import ASSET as MODEL
 
@@ -20,16 +23,17 @@ if TYPE_CHECKING:  # the return type of define_asset_job is not exported by dags
         UnresolvedAssetJobDefinition,
     )
 
-HEATMAPS_JOB = "heatmaps_job"
+LIQUIDATION_JOB = "liquidation_heatmap_job"
 MODEL_JOB = "model_heatmap_job"
+REFRESH_MINUTES = 10
 
 
 def build_heatmap_jobs() -> tuple["UnresolvedAssetJobDefinition", "UnresolvedAssetJobDefinition"]:
     return (
         dg.define_asset_job(
-            HEATMAPS_JOB,
-            selection=dg.AssetSelection.assets(LIQUIDATION, COMPOSITE),
-            description="Rebuild the liquidation and composite heatmaps of the selected days.",
+            LIQUIDATION_JOB,
+            selection=dg.AssetSelection.assets(LIQUIDATION),
+            description="Rebuild the liquidation heatmap of the selected days.",
         ),
         dg.define_asset_job(
             MODEL_JOB,
@@ -40,19 +44,20 @@ def build_heatmap_jobs() -> tuple["UnresolvedAssetJobDefinition", "UnresolvedAss
 
 
 def build_heatmap_schedules(
-    heatmaps: "UnresolvedAssetJobDefinition", model: "UnresolvedAssetJobDefinition"
+    liquidation: "UnresolvedAssetJobDefinition", model: "UnresolvedAssetJobDefinition"
 ) -> list[dg.ScheduleDefinition]:
     @dg.schedule(
-        name="heatmaps_refresh",
-        cron_schedule="*/10 * * * *",
-        job=heatmaps,
+        name="liquidation_heatmap_refresh",
+        cron_schedule=f"*/{REFRESH_MINUTES} * * * *",
+        job=liquidation,
         execution_timezone="UTC",
-        description="Today's liquidation and composite heatmaps, every 10 minutes.",
+        description="Rebuild the liquidation heatmap of the day holding the last 10 minutes.",
     )
     def refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         moment = context.scheduled_execution_time.astimezone(UTC)
+        day = (moment - timedelta(minutes=REFRESH_MINUTES)).date()
         return dg.RunRequest(
-            run_key=f"heatmaps-{moment:%Y-%m-%dT%H:%M}", partition_key=moment.date().isoformat()
+            run_key=f"liquidation-heatmap-{moment:%Y-%m-%dT%H:%M}", partition_key=day.isoformat()
         )
 
     return [

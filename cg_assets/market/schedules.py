@@ -28,6 +28,9 @@ def build_market_job() -> "UnresolvedAssetJobDefinition":
     )
 
 
+HOURLY_REFRESH_CRON = "5 * * * *"
+
+
 def build_market_schedules(
     job: "UnresolvedAssetJobDefinition", interval_ms: int
 ) -> list[dg.ScheduleDefinition]:
@@ -35,7 +38,7 @@ def build_market_schedules(
 
     @dg.schedule(
         name="market_hourly_refresh",
-        cron_schedule="5 * * * *",
+        cron_schedule=HOURLY_REFRESH_CRON,
         job=job,
         execution_timezone="UTC",
         description="Refresh today's partition with the bars closed so far.",

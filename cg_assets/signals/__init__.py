@@ -2,20 +2,16 @@
 
 `rules` (pure: the rule functions, Snapshot, Signal, Thresholds) and `percentiles` (adaptive
 thresholds) import no Dagster, so the liquidation heads-up flow reuses them on REST values.
+Both assets follow their inputs by declarative automation (`cg_assets.automation`): no
+schedule of their own.
 """
 
 import dagster as dg
 
 from cg_assets.settings import Settings
 from cg_assets.signals.engine import build_signals_asset
-from cg_assets.signals.schedules import build_signals_job, build_signals_schedules
 from cg_assets.signals.snapshot import build_snapshot_asset
 
 
 def build_signal_defs(settings: Settings) -> dg.Definitions:
-    job = build_signals_job()
-    return dg.Definitions(
-        assets=[build_snapshot_asset(settings), build_signals_asset(settings)],
-        jobs=[job],
-        schedules=build_signals_schedules(job, settings.interval_ms),
-    )
+    return dg.Definitions(assets=[build_snapshot_asset(settings), build_signals_asset(settings)])

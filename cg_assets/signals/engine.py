@@ -17,10 +17,11 @@ import duckdb
 import pyarrow as pa
 from pydantic import Field
 
+from cg_assets.automation import follows_inputs
 from cg_assets.heatmaps.composite import ASSET as HEATMAP
 from cg_assets.heatmaps.composite import SCHEMA as HEATMAP_SCHEMA
 from cg_assets.market.series import SYMBOL, TS
-from cg_assets.partitions import daily_partitions, days_between
+from cg_assets.partitions import daily_partitions, days_between, lookback
 from cg_assets.resources import LakeResource
 from cg_assets.settings import Settings
 from cg_assets.signals.percentiles import Percentiles, rolling_percentiles
@@ -303,7 +304,16 @@ def build_signals_asset(settings: Settings) -> dg.AssetsDefinition:
         partitions_def=daily_partitions(settings.start_date),
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"parquet", "duckdb"},
-        deps=[SNAPSHOT, HEATMAP],
+        deps=[
+            # The adaptive thresholds read the trailing window of the default config; a run
+            # configured with a longer adaptive_window_days reads days the graph does not show.
+            dg.AssetDep(SNAPSHOT, partition_mapping=lookback(_D.adaptive_window_days)),
+            # The zones of a day's first bars come from the windows of the day before.
+            dg.AssetDep(HEATMAP, partition_mapping=lookback(1)),
+        ],
+        # The zones are optional (the heatmap_zone rule is skipped without them): a heatmap
+        # rebuilt every 10 minutes neither triggers a re-evaluation nor holds one back.
+        automation_condition=follows_inputs(ignore=[HEATMAP]),
         metadata={"dagster/column_schema": column_schema(COLUMNS)},
         check_specs=[
             dg.AssetCheckSpec(name, asset=ASSET, description=text) for name, text in CHECKS.items()

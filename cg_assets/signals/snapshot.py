@@ -35,10 +35,11 @@ import duckdb
 import pyarrow as pa
 from pydantic import Field, field_validator
 
+from cg_assets.automation import follows_inputs
 from cg_assets.coinglass import CoinGlassError
 from cg_assets.coinglass.plans import DAY_MS
 from cg_assets.market.series import MARKET_ASSETS_BY_NAME, SYMBOL, TS
-from cg_assets.partitions import closed_bars_end, daily_partitions, days_between, to_ms
+from cg_assets.partitions import closed_bars_end, daily_partitions, days_between, lookback, to_ms
 from cg_assets.resources import CoinGlassResource, LakeResource
 from cg_assets.settings import Settings
 from cg_assets.signals.preview import markdown_table
@@ -427,10 +428,7 @@ def build_snapshot_asset(
 ) -> dg.AssetsDefinition:
     """The asset for these settings; `clock` (epoch seconds) decides which bars have closed,
     injectable so tests move time instead of depending on today's date."""
-    upstream = dg.TimeWindowPartitionMapping(
-        start_offset=-lookback_days(settings.interval_ms),
-        allow_nonexistent_upstream_partitions=True,
-    )
+    upstream = lookback(lookback_days(settings.interval_ms))
 
     @dg.asset(
         name=ASSET,
@@ -441,6 +439,7 @@ def build_snapshot_asset(
         backfill_policy=dg.BackfillPolicy.single_run(),
         kinds={"parquet", "duckdb"},
         deps=[dg.AssetDep(name, partition_mapping=upstream) for name in INPUTS],
+        automation_condition=follows_inputs(),
         metadata={"dagster/column_schema": column_schema(COLUMNS), "interval": settings.interval},
         check_specs=[
             dg.AssetCheckSpec(name, asset=ASSET, description=text) for name, text in CHECKS.items()

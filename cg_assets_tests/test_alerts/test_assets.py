@@ -14,11 +14,17 @@ import dagster as dg
 import pytest
 
 from cg_assets.alerts import build_alert_defs
-from cg_assets.alerts.assets import INPUTS_DEADLINE, digest_bar, digest_key, stale_reason
+from cg_assets.alerts.assets import (
+    INPUTS_DEADLINE,
+    RECHECK_CRON,
+    digest_bar,
+    digest_key,
+    stale_reason,
+)
 from cg_assets.definitions import build_resources
+from cg_assets.market.schedules import HOURLY_REFRESH_CRON
 from cg_assets.resources.telegram import build_telegram_resource, parse_enabled
 from cg_assets.settings import Settings
-from cg_assets.signals.schedules import HOURLY_MINUTE, RECHECK_MINUTE
 from cg_assets.signals.snapshot import HOUR_MS
 from cg_assets.sim import TelegramServer
 from cg_assets.telegram.ledger import AlertLedger
@@ -193,11 +199,12 @@ def test_after_the_deadline_the_digest_names_what_it_went_without(
 
 
 def test_the_recheck_decides_a_held_digest_within_the_hour():
-    """For an hourly bar: the first evaluation (HH:07) is before the deadline, the recheck
-    (HH:37) after it and still within the stale limit, so every held digest is decided."""
+    """For an hourly bar: the first evaluation (after the HH:05 market refresh) is before the
+    deadline, the recheck after it and still within the stale limit, so every held digest is
+    decided."""
     closed = BAR + timedelta(hours=1)
-    first = closed.replace(minute=HOURLY_MINUTE)
-    recheck = closed.replace(minute=RECHECK_MINUTE)
+    first = closed.replace(minute=int(HOURLY_REFRESH_CRON.split()[0]))
+    recheck = closed.replace(minute=int(RECHECK_CRON.split()[0]))
     assert first < closed + INPUTS_DEADLINE <= recheck
     assert stale_reason({"ts": BAR}, recheck, HOUR_MS, 2.0) == ""
 

@@ -184,21 +184,6 @@ def test_thresholds_from_the_environment_are_validated(env: dict[str, str], mess
     assert thresholds_from_env({"HEADSUP_SINGLE_USD": "250000"}).single_usd == 250_000
 
 
-def test_signals_materializations_trigger_one_digest_each(settings: Settings):
-    defs = build_defs(settings)
-    sensor = defs.resolve_sensor_def("alerts_after_signals_sensor")
-    with dg.instance_for_test() as instance:
-        context = dg.build_sensor_context(instance=instance, definitions=defs)
-        assert not list(sensor.evaluate_tick(context).run_requests)
-        instance.report_runless_asset_event(dg.AssetMaterialization("signals"))
-        context = dg.build_sensor_context(instance=instance, definitions=defs)
-        result = sensor.evaluate_tick(context)
-        [request] = result.run_requests
-        assert request.run_key.startswith("signals-")
-        again = dg.build_sensor_context(instance=instance, definitions=defs, cursor=result.cursor)
-        assert not list(sensor.evaluate_tick(again).run_requests)
-
-
 def test_a_re_executed_run_sends_the_verdict_of_a_heads_up_already_sent(
     alert_settings: Settings, standin: TelegramServer, sim: SimulatorServer, spool: Path
 ):

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -31,22 +32,90 @@ def test_module_exposes_defs_lazily(monkeypatch: pytest.MonkeyPatch, env: dict[s
     assert "defs" in dir(cg_assets)
 
 
-# The product's lineage, written out: market -> liquidations -> heatmaps -> signals -> alerts.
-# A change to the graph must change this snapshot too, on purpose.
-MARKET = {a.name: ("market", set()) for a in MARKET_ASSETS}
+# The product's lineage, written out: market -> liquidations -> heatmaps -> signals -> alerts,
+# with what each partition reads of each input (at CG_INTERVAL=1h). A change to the graph must
+# change this snapshot too, on purpose.
+SAME_DAY = dg.TimeWindowPartitionMapping()
+EVERY_DAY = dg.AllPartitionMapping()
+
+
+def back(days: int) -> dg.TimeWindowPartitionMapping:
+    """The day itself and the `days` days before it."""
+    return dg.TimeWindowPartitionMapping(start_offset=-days)
+
+
+# When each asset runs by declarative automation (None: a schedule, a sensor or by hand),
+# spelled out by `spell`: a dropped or loosened condition fails the snapshot.
+RECENT = "in_latest_time_window(lookback_timedelta=2 days, 0:00:00)"
+LATEST_DAY_MISSING = "any_deps((missing & in_latest_time_window & ~will_be_requested))"
+
+
+def follows(ignore: str = "", latest_day_of: str = "") -> str:
+    skip = f'(ignore_selection=key:"{ignore}")' if ignore else ""
+    needed = f'(allow_selection=key:"{latest_day_of}")' if latest_day_of else skip
+    return (
+        f"({RECENT} & any_deps_updated{skip}.since(handled) & ~{LATEST_DAY_MISSING}{needed}"
+        f" & ~any_deps_in_progress{skip} & ~in_progress)"
+    )
+
+
+# The digest also runs at HH:37, to decide digests held for a late input past their deadline.
+DIGEST = (
+    f"((any_deps((newly_updated & {RECENT}))"
+    " | cron_tick_passed(cron_schedule=37 * * * *, cron_timezone=UTC)).since(handled)"
+    f" & ~any_deps((in_progress & {RECENT})) & ~in_progress)"
+)
+# Dagster's own building blocks, named by their labels rather than spelled out.
+DAGSTER_LABELS = {"any_deps_updated", "any_deps_in_progress", "in_progress", "handled"}
+
+
+def spell(condition: dg.AutomationCondition) -> str:
+    """The condition's structure as an expression, with its selections and windows."""
+    label, name = condition.get_label(), condition.name
+    parts = [spell(child) for child in condition.children]
+    if label in DAGSTER_LABELS and name in ("AND", "OR"):
+        return label
+    if name.startswith("ANY_DEPS_MATCH"):
+        inner = label if label in DAGSTER_LABELS else f"any_deps({parts[0]})"
+        return inner + name.removeprefix("ANY_DEPS_MATCH")
+    if name in ("AND", "OR"):
+        return "(" + f" {'&' if name == 'AND' else '|'} ".join(parts) + ")"
+    if name == "NOT":
+        return f"~{parts[0]}"
+    if name == "SINCE":
+        return f"{parts[0]}.since({parts[1]})"
+    assert not parts, f"no spelling for {name} with operands"
+    return name
+
+
+@dataclass(frozen=True)
+class Node:
+    group: str
+    deps: dict[str, dg.PartitionMapping] = field(default_factory=dict)
+    automation: str | None = None
+
+
+SNAPSHOT_INPUTS = {a.name for a in MARKET_ASSETS} - {"funding_rate_weighted_ohlc"}
 LINEAGE = {
-    **MARKET,
-    "liquidation_orders": ("liquidations", set()),
-    "liquidation_heatmap": ("heatmaps", {"liquidation_orders", "price_ohlc"}),
-    "composite_heatmap": (
-        "heatmaps",
-        {"liquidation_heatmap", "open_interest_ohlc", "price_ohlc"},
+    **{a.name: Node("market") for a in MARKET_ASSETS},
+    "liquidation_orders": Node("liquidations"),
+    "liquidation_heatmap": Node(
+        "heatmaps", {"liquidation_orders": SAME_DAY, "price_ohlc": back(1)}
     ),
-    "coinglass_liquidation_heatmap": ("heatmaps", set()),
-    "market_snapshot": ("signals", set(MARKET) - {"funding_rate_weighted_ohlc"}),
-    "signals": ("signals", {"market_snapshot", "composite_heatmap"}),
-    "telegram_alerts": ("alerts", {"signals", "market_snapshot"}),
-    "liquidation_alerts": ("alerts", {"liquidation_orders"}),
+    "composite_heatmap": Node(
+        "heatmaps",
+        {"liquidation_heatmap": back(1), "open_interest_ohlc": back(1), "price_ohlc": back(4)},
+        follows(latest_day_of="liquidation_heatmap"),
+    ),
+    "coinglass_liquidation_heatmap": Node("heatmaps"),
+    "market_snapshot": Node("signals", dict.fromkeys(SNAPSHOT_INPUTS, back(2)), follows()),
+    "signals": Node(
+        "signals",
+        {"market_snapshot": back(30), "composite_heatmap": back(1)},
+        follows(ignore="composite_heatmap"),
+    ),
+    "telegram_alerts": Node("alerts", {"signals": EVERY_DAY, "market_snapshot": EVERY_DAY}, DIGEST),
+    "liquidation_alerts": Node("alerts", {"liquidation_orders": EVERY_DAY}),
 }
 DOMAIN_CHECKS = {
     ("liquidation_orders", "schema"),
@@ -71,9 +140,13 @@ DOMAIN_CHECKS = {
 def test_asset_graph_is_the_product_lineage(defs: dg.Definitions):
     graph = defs.resolve_asset_graph()
     found = {
-        k.to_user_string(): (
-            graph.get(k).group_name,
-            {p.to_user_string() for p in graph.get(k).parent_keys},
+        k.to_user_string(): Node(
+            graph.get(k).group_name or "",
+            {
+                p.to_user_string(): graph.get_partition_mapping(k, p)
+                for p in graph.get(k).parent_keys
+            },
+            spell(condition) if (condition := graph.get(k).automation_condition) else None,
         )
         for k in graph.get_all_asset_keys()
     }
@@ -85,6 +158,22 @@ def test_asset_graph_is_the_product_lineage(defs: dg.Definitions):
         assert all(c.description for c in schema.columns)
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert checks == {(a.name, c) for a in MARKET_ASSETS for c in CHECKS} | DOMAIN_CHECKS
+
+
+def test_a_backfill_from_the_start_date_has_every_input_it_needs(
+    defs: dg.Definitions, settings: Settings
+):
+    """A lookback reaching before the start date maps to the days that exist: a mapping that
+    required earlier days would fail every backfill of the first partitions."""
+    graph = defs.resolve_asset_graph()
+    first = settings.start_date.isoformat()
+    for key in graph.get_all_asset_keys():
+        if graph.get(key).partitions_def is None:
+            continue
+        for parent in graph.get(key).parent_keys:
+            mapped = graph.get_parent_partition_keys_for_child(first, parent, key)
+            assert not mapped.required_but_nonexistent_partition_keys, (key, parent)
+            assert mapped.partitions_subset.get_partition_keys() == [first], (key, parent)
 
 
 def eval_schedule(defs: dg.Definitions, name: str, at: datetime) -> list[dg.RunRequest] | str:
@@ -126,6 +215,34 @@ def test_daily_schedule_finalizes_yesterday(defs: dg.Definitions, settings: Sett
     yesterday = (settings.start_date + timedelta(days=9)).isoformat()
     assert request.partition_key == yesterday
     assert request.run_key == f"finalize-{yesterday}"
+
+
+@pytest.mark.parametrize(("hour", "minute", "days"), [(10, 20, 10), (0, 10, 10), (0, 0, 9)])
+def test_liquidation_heatmap_refresh_rebuilds_the_day_of_the_last_ten_minutes(
+    defs: dg.Definitions, settings: Settings, hour: int, minute: int, days: int
+):
+    moment = at(settings, 10, hour, minute)
+    [request] = eval_schedule(defs, "liquidation_heatmap_refresh", moment)
+    assert request.partition_key == (settings.start_date + timedelta(days=days)).isoformat()
+    assert request.run_key == f"liquidation-heatmap-{moment:%Y-%m-%dT%H:%M}"
+
+
+def test_schedules_drive_the_roots_and_derived_assets_follow_by_automation(defs: dg.Definitions):
+    """A schedule of a derived asset would run it at a clock time whether or not its inputs
+    had landed; the liquidation heatmap is the one derived asset on a clock (its input lands
+    every few seconds, see cg_assets.heatmaps.schedules)."""
+    graph = defs.resolve_asset_graph()
+    scheduled = {
+        key.to_user_string()
+        for schedule in defs.schedules or []
+        for key in defs.resolve_job_def(schedule.job_name).asset_layer.executable_asset_keys
+    }
+    assert scheduled == {a.name for a in MARKET_ASSETS} | {
+        "liquidation_heatmap",
+        "coinglass_liquidation_heatmap",
+    }
+    for name in scheduled:
+        assert graph.get(dg.AssetKey(name)).automation_condition is None, name
 
 
 def test_missing_key_against_the_real_api_says_what_to_do():

@@ -409,33 +409,3 @@ def test_definitions_load_without_composite_heatmap(settings: Settings):
     assert graph.get(dg.AssetKey("market_snapshot")).group_name == "signals"
     assert dg.AssetKey("composite_heatmap") in graph.get(dg.AssetKey("signals")).parent_keys
     assert not graph.get(dg.AssetKey("composite_heatmap")).is_materializable
-
-
-@pytest.mark.parametrize(
-    ("name", "hhmm", "partition", "run_key"),
-    [
-        ("signals_hourly", "10:07", "today", "signals-{today}T09:00"),
-        ("signals_hourly", "00:07", "yesterday", "signals-{yesterday}T23:00"),
-        ("signals_recheck", "10:37", "today", "signals-recheck-{today}T09:00"),
-        ("signals_recheck", "00:37", "yesterday", "signals-recheck-{yesterday}T23:00"),
-        ("signals_daily_finalize", "00:25", "yesterday", "signals-finalize-{yesterday}"),
-    ],
-)
-def test_schedules(settings: Settings, name: str, hhmm: str, partition: str, run_key: str):
-    defs = dg.Definitions.merge(
-        build_signal_defs(settings), dg.Definitions(resources=build_resources(settings))
-    )
-    today = settings.start_date + timedelta(days=10)
-    days = {"today": today.isoformat(), "yesterday": (today - timedelta(days=1)).isoformat()}
-    moment = datetime.fromisoformat(f"{today}T{hhmm}").replace(tzinfo=UTC)
-    with dg.instance_for_test() as inst:
-        result = defs.resolve_schedule_def(name).evaluate_tick(
-            dg.build_schedule_context(
-                instance=inst,
-                scheduled_execution_time=moment,
-                repository_def=defs.get_repository_def(),
-            )
-        )
-    [request] = result.run_requests or []
-    assert request.partition_key == days[partition]
-    assert request.run_key == run_key.format(**days)
