@@ -12,8 +12,17 @@ from pathlib import Path
 import pytest
 
 from ws_sidecar.sink import SpoolSink
-from ws_sidecar.spool import Segment, SpoolWriter, encode_record, gap_record, read_segment
+from ws_sidecar.spool import (
+    Segment,
+    SpoolWriter,
+    encode_record,
+    gap_record,
+    list_segments,
+    read_segment,
+    read_summary_file,
+)
 from ws_sidecar.stats import Stats
+from ws_sidecar.summary import SegmentSummary
 
 
 class GatedWriter(SpoolWriter):
@@ -25,16 +34,25 @@ class GatedWriter(SpoolWriter):
         self.gate.set()
         self.failures = 0
 
-    def write(self, lines: Sequence[str]) -> Segment:
+    def write(self, lines: Sequence[str], summary: SegmentSummary | None = None) -> Segment:
         self.gate.wait(10)
         if self.failures:
             self.failures -= 1
             raise OSError(28, "No space left on device")
-        return super().write(lines)
+        return super().write(lines, summary)
 
 
-def line(i: int) -> str:
-    return f'{{"kind":"event","event_id":"e{i}","time":{i}}}'
+T0 = 1_700_000_000_000
+
+
+def line(i: int, coin: str = "BTC", usd: float = 1_000.0) -> str:
+    """A spool event line in the contract's format, `i` ms after T0."""
+    return encode_record(
+        {"kind": "event", "event_id": f"e{i}", "exchange": "Binance", "pair": f"{coin}USDT",
+         "symbol": coin, "side": "long" if i % 2 else "short", "price": 90_000.0,
+         "usd_value": usd, "time": T0 + i, "received_at": T0 + i + 100, "conn_id": "c",
+         "source": "ws", "raw": {}}
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -45,7 +63,7 @@ def writer(tmp_path: Path):
 
 
 def segment_sizes(writer: SpoolWriter) -> list[int]:
-    return [len(read_segment(p).events) for p in sorted(writer.spool_dir.glob("seg-*.jsonl"))]
+    return [len(read_segment(s.path).events) for s in list_segments(writer.spool_dir)]
 
 
 async def until(predicate, timeout: float = 5.0) -> None:
@@ -181,3 +199,33 @@ def test_close_flushes_everything_queued(writer: GatedWriter):
 
     asyncio.run(scenario())
     assert segment_sizes(writer) == [4, 4, 2]
+
+
+def test_each_segment_carries_its_summary_and_the_quarantine_count(writer: GatedWriter):
+    """Facts handed over with the lines make the summary; lines without them are read."""
+    stats = Stats()
+
+    async def scenario() -> None:
+        sink = SpoolSink(writer, stats, max_events=4, max_age_s=60)
+        task = asyncio.create_task(sink.run())
+        facts = [
+            ("ETH", T0 + i, "long", 2_000.0, T0 + i + 100, "OKX", "ETHUSDT", 3_000.0)
+            for i in range(3)
+        ]
+        sink.note_quarantined(2)
+        await sink.put([line(i, "ETH", 2_000.0) for i in range(3)], facts)
+        await sink.put([line(3, usd=5e6), line(4)])  # no facts: their lines are read
+        await until(lambda: stats.segments_written == 1)
+        sink.note_quarantined(1)
+        sink.close()
+        await task
+
+    asyncio.run(scenario())
+    first, second = (read_summary_file(s.path) for s in list_segments(writer.spool_dir))
+    assert first is not None
+    assert second is not None
+    assert (first.events, first.quarantined, second.events, second.quarantined) == (4, 2, 1, 1)
+    eth, btc = first.coin_minutes
+    assert (eth.coin, eth.long_usd, eth.long_count, eth.short_count) == ("ETH", 6_000.0, 3, 0)
+    assert (btc.coin, btc.long_usd, btc.largest["usd_value"]) == ("BTC", 5e6, 5e6)
+    assert btc.first_received_at == T0 + 103

@@ -1,0 +1,138 @@
+"""Segment summaries: what they add up, and that only a sound summary file is believed."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ws_sidecar.summary import (
+    MINUTE_MS,
+    CoinMinute,
+    SegmentSummary,
+    event_fact,
+    parse_summary,
+    summarize,
+)
+
+T0 = 1_700_000_040_000 // MINUTE_MS * MINUTE_MS
+
+
+def fact(coin: str, t: int, side: str, usd: float, received: int | None = None) -> tuple:
+    return event_fact(
+        {
+            "symbol": coin,
+            "time": t,
+            "side": side,
+            "usd_value": usd,
+            "received_at": t + 100 if received is None else received,
+            "exchange": "Binance",
+            "pair": f"{coin}USDT",
+            "price": 10.0,
+        }
+    )
+
+
+def test_totals_counts_and_largest_per_coin_and_minute():
+    summary = summarize(
+        [
+            fact("BTC", T0 + 5, "long", 100.0),
+            fact("ETH", T0 + 6, "short", 7.0),
+            fact("BTC", T0 + 7, "short", 300.0, received=T0 + 50),  # received early
+            fact("BTC", T0 + MINUTE_MS, "long", 1.0),
+            fact("BTC", T0 + 9, "long", 50.0),
+        ],
+        gaps=[(T0 - 1_000, T0 - 10)],
+        quarantined=3,
+    )
+    assert (summary.events, summary.gaps, summary.quarantined, summary.skipped) == (5, 1, 3, 0)
+    assert (summary.time_min, summary.time_max) == (T0 - 1_000, T0 + MINUTE_MS + 100)
+    btc, eth, btc_next = summary.coin_minutes  # by first receipt
+    assert btc == CoinMinute(
+        coin="BTC",
+        minute=T0,
+        long_usd=150.0,
+        short_usd=300.0,
+        long_count=2,
+        short_count=1,
+        first_received_at=T0 + 50,
+        largest={"exchange": "Binance", "pair": "BTCUSDT", "side": "short", "price": 10.0,
+                 "usd_value": 300.0, "time": T0 + 7, "received_at": T0 + 50},
+    )  # fmt: skip
+    assert (eth.coin, eth.short_usd, eth.short_count, eth.long_count) == ("ETH", 7.0, 1, 0)
+    assert (btc_next.minute, btc_next.long_usd) == (T0 + MINUTE_MS, 1.0)
+    assert parse_summary(summary.to_json()) == summary
+
+
+def test_an_empty_segment_has_no_bounds():
+    assert summarize([]) == SegmentSummary()
+    assert parse_summary(SegmentSummary().to_json()) == SegmentSummary()
+
+
+GOOD = json.loads(summarize([fact("BTC", T0, "long", 5.0)]).to_json())
+
+
+def damaged(path: str, value: object) -> dict:
+    doc = json.loads(json.dumps(GOOD))
+    *parents, last = path.split(".")
+    target = doc
+    for key in parents:
+        target = target[int(key)] if key.isdigit() else target[key]
+    target[last] = value
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "problem"),
+    [
+        ("version", 2, "not a version 1"),
+        ("events", -1, "counts must be integers >= 0"),
+        ("skipped", 1.5, "counts must be integers >= 0"),
+        ("time_min", T0 * 1000, "time bounds"),
+        ("time_max", T0 - 1, "time bounds"),
+        ("coin_minutes", {}, "coin_minutes must be a list"),
+        ("coin_minutes.0.coin", "", "coin must be a non-empty string"),
+        ("coin_minutes.0.minute", T0 + 1, "minute must be"),
+        ("coin_minutes.0.minute", T0 * 1000, "minute must be"),
+        ("coin_minutes.0.long_usd", math.inf, "long_usd must be a finite number >= 0"),
+        ("coin_minutes.0.short_usd", -1, "short_usd must be a finite number >= 0"),
+        ("coin_minutes.0.long_count", 0, "not both 0"),
+        ("coin_minutes.0.first_received_at", None, "first_received_at must be"),
+        ("coin_minutes.0.largest", [], "largest must be an object"),
+        ("coin_minutes.0.largest.usd_value", "big", "usd_value must be a finite number > 0"),
+        ("coin_minutes.0.largest.side", "up", "side must be 'long' or 'short'"),
+        ("coin_minutes.0.extra", 1, "not a coin-minute"),
+    ],
+)
+def test_a_summary_with_an_unusable_field_is_refused(path: str, value: object, problem: str):
+    with pytest.raises(ValueError, match=problem):
+        parse_summary(json.dumps(damaged(path, value)))
+
+
+@given(st.binary(max_size=300) | st.text(max_size=300))
+def test_parsing_any_bytes_raises_nothing_but_value_error(data: bytes | str):
+    with contextlib.suppress(ValueError):
+        parse_summary(data)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=10,
+)
+
+
+@given(path=st.sampled_from([*GOOD, *(f"coin_minutes.0.{k}" for k in GOOD["coin_minutes"][0])]),
+       value=json_values)  # fmt: skip
+def test_any_field_replaced_by_any_value_is_parsed_or_refused(path: str, value: object):
+    try:
+        summary = parse_summary(json.dumps(damaged(path, value)))
+    except ValueError:
+        return
+    for cm in summary.coin_minutes:
+        assert cm.minute % MINUTE_MS == 0
+        assert cm.largest["usd_value"] > 0

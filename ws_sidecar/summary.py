@@ -1,0 +1,223 @@
+"""Per-segment summaries: what the heads-up triggers need from a segment, without its events.
+
+The heads-up sensor runs inside the Dagster daemon every few seconds. Parsing every event of
+every new segment there costs seconds a tick at 50,000 events/s, so when the sidecar seals a
+segment it also writes `seg-{seq:012d}.summary.json` beside it (`ws_sidecar.spool` owns the
+file; docs/CONTRACTS.md has the format). Per coin and minute of the exchange's timestamps it
+holds the USD liquidated and the number of orders on each side, the largest order and when
+the first order was received; per segment, the counts and the time bounds.
+
+A segment without a usable summary (written before summaries existed, or whose summary a crash
+lost) is summarised from its events by the same code (`summarize`), so readers see one shape
+either way. Loading validates every field, so a damaged summary is treated as missing rather
+than trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ws_sidecar.validate import (
+    event_problem,
+    gap_problem,
+    is_amount,
+    is_millis,
+    is_text,
+    order_problem,
+)
+
+VERSION = 1
+MINUTE_MS = 60_000
+LARGEST_FIELDS = ("exchange", "pair", "side", "price", "usd_value", "time", "received_at")
+
+# What the summary needs of one event, in the order `summarize` reads it: symbol, time, side,
+# usd_value, received_at, exchange, pair, price. A tuple is the cheapest thing to keep per event
+# while a segment fills.
+EventFact = tuple[str, int, str, float, int, str, str, float]
+
+
+@dataclass(frozen=True)
+class CoinMinute:
+    """One coin's liquidations within one minute, as far as one segment holds them."""
+
+    coin: str
+    minute: int  # ms, start of the UTC minute of the exchange timestamps
+    long_usd: float
+    short_usd: float
+    long_count: int
+    short_count: int
+    first_received_at: int  # ms, receipt of the earliest of these orders
+    largest: dict[str, Any]  # LARGEST_FIELDS of the largest of these orders
+
+
+@dataclass(frozen=True)
+class SegmentSummary:
+    """A segment in brief. `quarantined` counts the items the sidecar rejected while the
+    segment's records arrived; `skipped` the segment's own records that are not usable (only a
+    summary computed from the segment by a reader can find any)."""
+
+    events: int = 0
+    gaps: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    time_min: int | None = None  # ms, over event times, receipt times and gap bounds
+    time_max: int | None = None
+    coin_minutes: tuple[CoinMinute, ...] = field(default=())
+
+    def to_json(self) -> str:
+        return json.dumps({"version": VERSION, **asdict(self)}, separators=(",", ":"))
+
+
+def event_fact(event: Mapping[str, Any]) -> EventFact:
+    """The summary's view of a spool event dict."""
+    return (
+        event["symbol"],
+        event["time"],
+        event["side"],
+        event["usd_value"],
+        event["received_at"],
+        event["exchange"],
+        event["pair"],
+        event["price"],
+    )
+
+
+def summarize(
+    facts: Iterable[EventFact],
+    gaps: Iterable[tuple[int, int]] = (),
+    quarantined: int = 0,
+    skipped: int = 0,
+) -> SegmentSummary:
+    """The summary of a segment's events (as `event_fact`s, in receipt order) and gaps
+    (start, end). Coin-minutes come in the order their first order was received."""
+    groups: dict[tuple[str, int], list[Any]] = {}
+    events = 0
+    lo, hi = math.inf, -math.inf
+    for fact in facts:
+        coin, time_ms, side, usd, received = fact[:5]
+        events += 1
+        lo, hi = min(lo, time_ms, received), max(hi, time_ms, received)
+        key = (coin, time_ms - time_ms % MINUTE_MS)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = [0.0, 0.0, 0, 0, received, fact]
+        if side == "long":
+            group[0] += usd
+            group[2] += 1
+        else:
+            group[1] += usd
+            group[3] += 1
+        if usd > group[5][3]:
+            group[5] = fact
+        if received < group[4]:
+            group[4] = received
+    gap_count = 0
+    for start, end in gaps:
+        gap_count += 1
+        lo, hi = min(lo, start), max(hi, end)
+    coin_minutes = tuple(
+        CoinMinute(coin, minute, g[0], g[1], g[2], g[3], g[4], _largest(g[5]))
+        for (coin, minute), g in sorted(groups.items(), key=lambda kv: (kv[1][4], kv[0]))
+    )
+    bounded = events + gap_count > 0
+    return SegmentSummary(
+        events=events,
+        gaps=gap_count,
+        quarantined=quarantined,
+        skipped=skipped,
+        time_min=int(lo) if bounded else None,
+        time_max=int(hi) if bounded else None,
+        coin_minutes=coin_minutes,
+    )
+
+
+def summarize_records(
+    records: Sequence[str], facts: Sequence[EventFact | None], quarantined: int = 0
+) -> SegmentSummary:
+    """The summary of encoded spool lines, each with its event's fact, or None for a record
+    to read from its line (gaps, which are rare, and lines from callers that kept no facts)."""
+    events: list[EventFact] = []
+    gaps: list[tuple[int, int]] = []
+    skipped = 0
+    for line, fact in zip(records, facts, strict=True):
+        if fact is not None:
+            events.append(fact)
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):
+            record = None
+        kind = record.get("kind") if isinstance(record, dict) else None
+        if kind == "gap" and gap_problem(record) is None:
+            gaps.append((record["start"], record["end"]))
+        elif kind == "event" and event_problem(record) is None:
+            events.append(event_fact(record))
+        else:
+            skipped += 1
+    return summarize(events, gaps, quarantined, skipped)
+
+
+def _largest(fact: EventFact) -> dict[str, Any]:
+    _coin, time_ms, side, usd, received, exchange, pair, price = fact
+    return {
+        "exchange": exchange,
+        "pair": pair,
+        "side": side,
+        "price": price,
+        "usd_value": usd,
+        "time": time_ms,
+        "received_at": received,
+    }
+
+
+def parse_summary(text: str | bytes) -> SegmentSummary:
+    """A summary file's contents; ValueError naming the problem if any field is unusable."""
+    doc = json.loads(text)
+    if not isinstance(doc, dict) or doc.get("version") != VERSION:
+        raise ValueError(f"not a version {VERSION} segment summary")
+    counts = [doc.get(k) for k in ("events", "gaps", "quarantined", "skipped")]
+    if not all(type(c) is int and c >= 0 for c in counts):
+        raise ValueError(f"counts must be integers >= 0, got {counts!r}")
+    bounds = (doc.get("time_min"), doc.get("time_max"))
+    if bounds != (None, None) and not (
+        is_millis(bounds[0]) and is_millis(bounds[1]) and bounds[0] <= bounds[1]
+    ):
+        raise ValueError(f"time bounds must be epoch milliseconds, got {bounds!r}")
+    groups = doc.get("coin_minutes")
+    if not isinstance(groups, list):
+        raise ValueError("coin_minutes must be a list")
+    return SegmentSummary(*counts, *bounds, tuple(_coin_minute(g) for g in groups))
+
+
+def _coin_minute(doc: Any) -> CoinMinute:
+    if not isinstance(doc, dict) or set(doc) != set(CoinMinute.__dataclass_fields__):
+        raise ValueError(f"not a coin-minute: {str(doc)[:200]}")
+    problem = _coin_minute_problem(doc)
+    if problem:
+        raise ValueError(f"coin-minute {doc['coin']!r} {doc['minute']!r}: {problem}")
+    largest = doc["largest"]
+    return CoinMinute(**{**doc, "largest": {k: largest[k] for k in LARGEST_FIELDS}})
+
+
+def _coin_minute_problem(doc: dict[str, Any]) -> str | None:
+    if not is_text(doc["coin"]):
+        return "coin must be a non-empty string"
+    if not (is_millis(doc["minute"]) and doc["minute"] % MINUTE_MS == 0):
+        return "minute must be the epoch milliseconds of a minute's start"
+    counts = (doc["long_count"], doc["short_count"])
+    if not all(type(c) is int and c >= 0 for c in counts) or sum(counts) == 0:
+        return f"counts must be integers >= 0, not both 0, got {counts!r}"
+    for name in ("long_usd", "short_usd"):
+        value = doc[name]
+        if not (is_amount(value) or (type(value) in (int, float) and value == 0)):
+            return f"{name} must be a finite number >= 0, got {value!r}"
+    if not is_millis(doc["first_received_at"]):
+        return f"first_received_at must be epoch milliseconds, got {doc['first_received_at']!r}"
+    largest = doc["largest"]
+    if not isinstance(largest, dict):
+        return "largest must be an object"
+    return order_problem(largest)
