@@ -196,8 +196,8 @@ def _lines(data: bytes) -> list[bytes]:
 def _parse_record(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """(record, None) for a usable event or gap line, else (None, why not)."""
     try:
-        record = json.loads(line)
-    except (ValueError, RecursionError) as exc:
+        record = json.loads(line.decode())
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         return None, f"not JSON: {exc}"
     if not isinstance(record, dict):
         return None, "not a JSON object"

@@ -98,9 +98,17 @@ def summarize(
     events = 0
     lo, hi = math.inf, -math.inf
     for fact in facts:
-        coin, time_ms, side, usd, received = fact[:5]
+        coin, time_ms, side, usd, received, _, _, _ = fact
         events += 1
-        lo, hi = min(lo, time_ms, received), max(hi, time_ms, received)
+        # Bounds by comparison, not min()/max(): this loop runs for every event received.
+        if time_ms < lo:
+            lo = time_ms
+        if time_ms > hi:
+            hi = time_ms
+        if received < lo:
+            lo = received
+        if received > hi:
+            hi = received
         key = (coin, time_ms - time_ms % MINUTE_MS)
         group = groups.get(key)
         if group is None:

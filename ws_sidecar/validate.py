@@ -26,6 +26,8 @@ MAX_MS = 253_402_300_799_999
 SIDES = ("long", "short")
 SOURCES = ("ws", "rest")
 MAX_WINDOW_S = 86_400
+_NUMBERS = (int, float)
+_MAX_FLOAT = sys.float_info.max
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,7 @@ def is_text(value: Any) -> bool:
 
 def is_amount(value: Any) -> bool:
     """A number > 0 that is a finite float (bools are not numbers here; NaN fails too)."""
-    return type(value) in (int, float) and 0 < value <= sys.float_info.max
+    return type(value) in _NUMBERS and 0 < value <= _MAX_FLOAT
 
 
 def is_millis(value: Any) -> bool:
@@ -84,13 +86,47 @@ def order_problem(record: Mapping[str, Any]) -> str | None:
 
 
 def event_problem(record: Mapping[str, Any], window: EventWindow = READER_WINDOW) -> str | None:
-    """Why a spool event record is unusable, naming the field and its value; None if usable."""
+    """Why a spool event record is unusable, naming the field and its value; None if usable.
+
+    Readers check millions of records a run, so a usable one passes one expression; the
+    field-by-field search for the reason runs only once a record has failed it."""
+    try:
+        t, received = record["time"], record["received_at"]
+        if (
+            type(t) is int
+            and type(received) is int
+            and 0 < t <= MAX_MS
+            and 0 < received <= MAX_MS
+            and received - window.lag_ms <= t <= received + window.lead_ms
+            and record["side"] in SIDES
+            and record["source"] in SOURCES
+            and type(p := record["price"]) in _NUMBERS
+            and 0 < p <= _MAX_FLOAT
+            and type(u := record["usd_value"]) in _NUMBERS
+            and 0 < u <= _MAX_FLOAT
+            and type(a := record["event_id"]) is str
+            and type(b := record["symbol"]) is str
+            and type(c := record["exchange"]) is str
+            and type(d := record["pair"]) is str
+            and a
+            and b
+            and c
+            and d
+        ):
+            return None
+    except (KeyError, TypeError):
+        pass
+    return _event_reason(record, window)
+
+
+def _event_reason(record: Mapping[str, Any], window: EventWindow) -> str:
     for name in ("event_id", "symbol"):
         if not is_text(record.get(name)):
             return f"{name} must be a non-empty string, got {record.get(name)!r}"
     if record.get("source") not in SOURCES:
         return f"source must be 'ws' or 'rest', got {record.get('source')!r}"
-    return order_problem(record) or window.problem(record["time"], record["received_at"])
+    problem = order_problem(record) or window.problem(record["time"], record["received_at"])
+    return problem or f"unusable event {record!r}"
 
 
 def gap_problem(record: Mapping[str, Any]) -> str | None:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from cg_assets_tests.spool_fuzz import segment_bytes
+from cg_assets_tests.spool_fuzz import event_records, segment_bytes
 from ws_sidecar.parse import normalize_ws_item, parse_frame
 from ws_sidecar.spool import (
     SegmentContents,
@@ -31,7 +32,13 @@ from ws_sidecar.spool import (
     summary_path,
 )
 from ws_sidecar.summary import event_fact, parse_summary, summarize_records
-from ws_sidecar.validate import MAX_MS, event_problem, gap_problem
+from ws_sidecar.validate import (
+    MAX_MS,
+    READER_WINDOW,
+    _event_reason,
+    event_problem,
+    gap_problem,
+)
 
 ITEM = {
     "baseAsset": "ETH",
@@ -142,6 +149,10 @@ def test_empty_segments_are_never_written(writer: SpoolWriter):
 
 
 GOOD = encode_record(event(0)).encode()
+
+
+def ws_event_keys() -> set[str]:
+    return set(event(0))
 
 
 @pytest.mark.parametrize(
@@ -337,3 +348,12 @@ def test_any_bytes_on_disk_are_read_without_raising(data: bytes):
         assert summary.events <= len(contents.events)
         assert summary.skipped == len(contents.skipped)
         assert parse_summary(summary.to_json()) == summary
+
+
+@given(record=event_records(), missing=st.sets(st.sampled_from(sorted(ws_event_keys()))))
+def test_the_quick_event_check_agrees_with_the_field_by_field_one(record: dict, missing: set):
+    """`event_problem` passes a usable record in one expression and searches for the reason
+    only on failure; the search must find one exactly when the expression failed."""
+    record = {k: v for k, v in record.items() if k not in missing}
+    reason = _event_reason(record, READER_WINDOW)
+    assert (event_problem(record) is None) == reason.startswith("unusable event")

@@ -68,6 +68,11 @@ def test_totals_counts_and_largest_per_coin_and_minute():
     assert parse_summary(summary.to_json()) == summary
 
 
+def test_bounds_cover_a_stamp_that_leads_its_receipt():
+    summary = summarize([fact("BTC", T0 + 500, "long", 1.0, received=T0 + 100)])
+    assert (summary.time_min, summary.time_max) == (T0 + 100, T0 + 500)
+
+
 def test_an_empty_segment_has_no_bounds():
     assert summarize([]) == SegmentSummary()
     assert parse_summary(SegmentSummary().to_json()) == SegmentSummary()
