@@ -1,13 +1,13 @@
 """Benchmark: one tick of the heads-up sensor under a sustained 50,000 liquidations a second.
 
-The spool is written as the sidecar writes it: the simulator's feed (`LiquidationFeed` on a
-clock the benchmark moves) framed as CoinGlass pushes (`liquidationOrders`, 250 items a frame),
-each frame through the sidecar's own `parse_frame`, lines encoded by `encode_ws_event`,
-segments of 5,000 events published by `SpoolWriter` with the summary the sink builds from the
-recorder's facts. Every segment is also hard-linked into a second spool that has no summary
-files, where the sensor takes the path older segments take: every line parsed and validated,
-the summary computed from it. That is what every tick did before summaries existed, and it is
-the baseline measured in the same run, on the same segments.
+The spool is written by the sidecar's own code: the simulator's feed (`LiquidationFeed` on a
+clock the benchmark moves) framed as CoinGlass pushes (`liquidationOrders`, 250 items a frame)
+goes into the sidecar's `Recorder` and `SpoolSink`, which publish segments of 5,000 events,
+each with its summary, just as `python -m ws_sidecar` does minus the socket. Every segment is
+also hard-linked into a second spool that has no summary files, where the sensor takes the
+path older segments take: every line parsed and validated, the summary computed from it. That
+is what every tick did before summaries existed, and it is the baseline measured in the same
+run, on the same segments.
 
 After every `--tick-seconds` of feed (5 s: the daemon's sensor loop) the real
 `liquidation_headsup_sensor` is evaluated on both spools (`evaluate_tick`, as the daemon does,
@@ -24,9 +24,11 @@ and the ratios. Target: a tick < 200 ms with summaries.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import io
 import json
+import logging
 import os
 import shutil
 import statistics
@@ -43,9 +45,11 @@ from cg_assets.liquidations.triggers import TriggerState
 from cg_assets.settings import Settings
 from cg_assets.sim import LiquidationFeed, SyntheticMarket
 from cg_assets.sim.ws_protocol import CAMEL_CHANNEL, camel_items
-from ws_sidecar.parse import parse_frame
-from ws_sidecar.spool import SpoolWriter, encode_ws_event, summary_path
-from ws_sidecar.summary import event_fact, summarize_records
+from ws_sidecar.quarantine import Quarantine
+from ws_sidecar.recorder import Recorder
+from ws_sidecar.sink import SpoolSink
+from ws_sidecar.spool import SpoolWriter, list_segments, summary_path
+from ws_sidecar.stats import Stats
 
 SEGMENT_EVENTS = 5_000
 FRAME_ITEMS = 250
@@ -88,34 +92,32 @@ def defs_for(data_dir: Path) -> dg.Definitions:
     return build_defs(Settings.from_env(env))
 
 
-class SpoolMaker:
-    """The sidecar's path from pushed frames to published segments, without the sockets."""
+class Sidecar:
+    """The sidecar from pushed frames to published segments, without the socket: its
+    `Recorder` and `SpoolSink` on an event loop of this process. Segments roll at 5,000
+    events only, so they come out the same however fast this machine generates the feed."""
 
-    def __init__(self, with_summaries: Path, without: Path) -> None:
-        self.writer = SpoolWriter(with_summaries / "spool")
+    def __init__(self, root: Path, with_summaries: Path, without: Path) -> None:
+        self.stats = Stats()
+        self.sink = SpoolSink(
+            SpoolWriter(with_summaries / "spool"), self.stats, SEGMENT_EVENTS, max_age_s=3600
+        )
+        quarantine = Quarantine(root / "quarantine.jsonl", max_bytes=2**20)
+        self.recorder = Recorder(self.sink, self.stats, gap_margin_ms=0, quarantine=quarantine)
+        self.source = with_summaries / "spool"
         self.bare = without / "spool"
         self.bare.mkdir(parents=True)
-        self.lines: list[str] = []
-        self.facts: list = []
-        self.segments = 0
-        self.events = 0
+        self.linked = -1
 
-    def push(self, text: str, received_at: int) -> None:
-        frame = parse_frame(text, "bench-1", received_at)
-        assert not frame.rejects, frame.rejects[0]
-        raw = frame.raw_texts or [None] * len(frame.events)
-        self.lines += map(encode_ws_event, frame.events, raw)
-        self.facts += map(event_fact, frame.events)
-        while len(self.lines) >= SEGMENT_EVENTS:
-            self.seal(SEGMENT_EVENTS)
-
-    def seal(self, n: int) -> None:
-        lines, self.lines = self.lines[:n], self.lines[n:]
-        facts, self.facts = self.facts[:n], self.facts[n:]
-        segment = self.writer.write(lines, summarize_records(lines, facts))
-        os.link(segment.path, self.bare / segment.path.name)
-        self.segments += 1
-        self.events += len(lines)
+    async def settle(self) -> None:
+        """Wait until every full segment received is on disk, and link it into the spool
+        without summaries; the writer thread then idles while a tick is measured."""
+        full = self.stats.events_received // SEGMENT_EVENTS * SEGMENT_EVENTS
+        while self.stats.events_written < full:
+            await asyncio.sleep(0.005)
+        for segment in list_segments(self.source, after_seq=self.linked):
+            os.link(segment.path, self.bare / segment.path.name)
+            self.linked = segment.seq
 
 
 def main() -> None:
@@ -124,21 +126,25 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50_000.0, help="events per second")
     parser.add_argument("--tick-seconds", type=float, default=5.0, help="feed per steady tick")
     args = parser.parse_args()
+    # The feed is generated faster than real time, so the sink pushes back now and then and
+    # says so at ERROR; that is by design here.
+    logging.getLogger("ws_sidecar.sink").setLevel(logging.CRITICAL)
 
     root = Path(tempfile.mkdtemp(prefix="cg-headsup-tick-"))
     try:
-        run(root, args.seconds, args.rate, args.tick_seconds)
+        asyncio.run(run(root, args.seconds, args.rate, args.tick_seconds))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def run(root: Path, seconds: float, rate: float, tick_seconds: float) -> None:
+async def run(root: Path, seconds: float, rate: float, tick_seconds: float) -> None:
     summarized, bare = root / "with-summaries", root / "without"
     paths = [
         SensorView("summaries", defs_for(summarized)),
         SensorView("full parse", defs_for(bare)),
     ]
-    maker = SpoolMaker(summarized, bare)
+    sidecar = Sidecar(root, summarized, bare)
+    writer = asyncio.create_task(sidecar.sink.run())
     # The feed ends where the wall clock stood at the start, so no event lies after the
     # sensor's clock.
     end_ms = time.time_ns() // 1_000_000
@@ -148,38 +154,38 @@ def run(root: Path, seconds: float, rate: float, tick_seconds: float) -> None:
     )
     feed.burst("BTC", 8e6, 40)  # one planted cascade, so both paths have a burst to find
     print(f"writing {seconds:g} s of feed at {rate:,.0f} events/s to {root} ...")
-    written_s = 0.0
+    started = time.perf_counter()
     with dg.instance_for_test() as instance:
         for path in paths:
             path.tick(instance)  # a new sensor starts at the spool's (empty) end
         next_tick = clock_ms + int(tick_seconds * 1000)
         while clock_ms < end_ms:
             clock_ms = min(clock_ms + STEP_MS, end_ms)
-            started = time.perf_counter()
             batch = feed.advance(clock_ms)
-            if len(batch):
-                for lo in range(0, len(batch), FRAME_ITEMS):
-                    items = camel_items(batch.take(slice(lo, lo + FRAME_ITEMS)))
-                    text = json.dumps({"channel": CAMEL_CHANNEL, "data": items})
-                    maker.push(text, clock_ms + RECEIPT_DELAY_MS)
-            written_s += time.perf_counter() - started
-            if clock_ms >= next_tick or clock_ms == end_ms:
+            for lo in range(0, len(batch), FRAME_ITEMS):
+                items = camel_items(batch.take(slice(lo, lo + FRAME_ITEMS)))
+                text = json.dumps({"channel": CAMEL_CHANNEL, "data": items})
+                await sidecar.recorder.on_message(text, "bench-1", clock_ms + RECEIPT_DELAY_MS)
+            if clock_ms >= next_tick:
                 next_tick += int(tick_seconds * 1000)
+                await sidecar.settle()
                 for path in paths:
                     path.ticks_ms.append(path.tick(instance))
-        if maker.lines:
-            maker.seal(len(maker.lines))
+        sidecar.sink.close()
+        await writer
+        await sidecar.settle()
+        written_s = time.perf_counter() - started - sum(sum(p.ticks_ms) for p in paths) / 1000
         catch_up = TriggerState().to_cursor()  # from the spool's start, as after a restart
         catch_up_ms = [path.tick(instance, catch_up) for path in paths]
-    report(root, maker, paths, catch_up_ms, seconds, rate, tick_seconds, written_s)
+    assert sidecar.stats.quarantined_items == 0
+    report(root, sidecar.stats, paths, catch_up_ms, rate, tick_seconds, written_s)
 
 
 def report(
     root: Path,
-    maker: SpoolMaker,
+    stats: Stats,
     paths: list[SensorView],
     catch_up_ms: list[float],
-    seconds: float,
     rate: float,
     tick_seconds: float,
     written_s: float,
@@ -189,7 +195,7 @@ def report(
     summary_bytes = sum(summary_path(p).stat().st_size for p in spool.glob("seg-*.jsonl"))
     per_tick = rate * tick_seconds
     print(
-        f"spool: {maker.events:,} events in {maker.segments:,} segments"
+        f"spool: {stats.events_written:,} events in {stats.segments_written:,} segments"
         f" ({segment_bytes / 2**20:,.0f} MiB; summaries {summary_bytes / 2**20:,.1f} MiB),"
         f" written in {written_s:,.1f} s"
     )

@@ -21,7 +21,7 @@ from ws_sidecar.quarantine import Quarantine
 from ws_sidecar.sink import SpoolSink
 from ws_sidecar.spool import encode_record, encode_ws_event, gap_record
 from ws_sidecar.stats import Stats, Throttle
-from ws_sidecar.summary import event_fact
+from ws_sidecar.summary import Tally
 from ws_sidecar.validate import DEFAULT_WINDOW, EventWindow
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ class Recorder:
         self._summarize(events)
         raw_texts = frame.raw_texts or [None] * len(events)
         await self._sink.put(
-            list(map(encode_ws_event, events, raw_texts)), list(map(event_fact, events))
+            list(map(encode_ws_event, events, raw_texts)), Tally().add_events(events)
         )
 
     def _reject(self, rejects: list[Reject], conn_id: str, received_at: int) -> None:

@@ -8,10 +8,11 @@ while the disk works. If the disk falls behind and `queue_max_events` records ar
 at ERROR, instead of growing memory or dropping events. A failing disk is retried without
 losing the records. Events count as written only once their segment is renamed into place.
 
-Each segment goes out with its summary (`ws_sidecar.summary`), built in the worker thread from
-the small per-event facts the recorder hands over with the lines, so no line is parsed again.
-The summary also carries how many pushed items were quarantined since the previous segment,
-which is how that count reaches the ingestion runs.
+Each segment goes out with its summary (`ws_sidecar.summary`): the tallies the recorder hands
+over with each frame's lines, merged, so no line is parsed again (only the rare records that
+came without one: gap records, and the two pieces of a frame split between segments). The
+summary also carries how many pushed items were quarantined since the previous segment, which
+is how that count reaches the ingestion runs.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from collections import deque
 
 from ws_sidecar.spool import GAP_PREFIX, SpoolWriter
 from ws_sidecar.stats import Stats, Throttle
-from ws_sidecar.summary import EventFact, summarize_records
+from ws_sidecar.summary import SegmentSummary, Tally
 
-Facts = list[EventFact | None]
+# A segment's records as they were queued: each piece with its tally, or None to read them.
+Pieces = list[tuple[list[str], Tally | None]]
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,8 @@ class SpoolSink:
         self._max_events = max_events
         self._max_age_s = max_age_s
         self._limit = queue_max_events
-        # (arrival time on the monotonic clock, records, their facts) in arrival order.
-        self._batches: deque[tuple[float, list[str], Facts]] = deque()
+        # (arrival time on the monotonic clock, records, their tally) in arrival order.
+        self._batches: deque[tuple[float, list[str], Tally | None]] = deque()
         self._queued = 0
         self._quarantined = 0  # items quarantined since the last segment was taken
         self._in_flight_since: float | None = None
@@ -78,12 +80,12 @@ class SpoolSink:
             oldest = self._batches[0][0]
         return 0.0 if oldest is None else time.monotonic() - oldest
 
-    async def put(self, records: list[str], facts: Facts | None = None) -> None:
-        """Queue one frame's records, each with its event's fact (None: the summary reads the
-        line itself); waits (never drops) while the queue is full."""
+    async def put(self, records: list[str], tally: Tally | None = None) -> None:
+        """Queue one frame's records with their tally (None: the summary reads the lines);
+        waits (never drops) while the queue is full."""
         if self._queued >= self._limit:
             await self._wait_for_room()
-        self._batches.append((time.monotonic(), records, facts or [None] * len(records)))
+        self._batches.append((time.monotonic(), records, tally))
         self._queued += len(records)
         self._arrived.set()
 
@@ -132,7 +134,7 @@ class SpoolSink:
             await self._publish(*segment)
             self._in_flight_since = None
 
-    async def _next_segment(self) -> tuple[list[str], Facts, int] | None:
+    async def _next_segment(self) -> tuple[Pieces, int] | None:
         while not self._batches:
             if self._closing:
                 return None
@@ -140,37 +142,41 @@ class SpoolSink:
             await self._arrived.wait()
         self._in_flight_since = self._batches[0][0]
         deadline = self._in_flight_since + self._max_age_s
-        records: list[str] = []
-        facts: Facts = []
+        pieces: Pieces = []
+        taken = 0
         while True:
-            self._take(records, facts)
+            taken = self._take(pieces, taken)
             remaining = deadline - time.monotonic()
-            if len(records) >= self._max_events or self._closing or remaining <= 0:
+            if taken >= self._max_events or self._closing or remaining <= 0:
                 quarantined, self._quarantined = self._quarantined, 0
-                return records, facts, quarantined
+                return pieces, quarantined
             if not self._batches:
                 self._arrived.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), remaining)
 
-    def _take(self, records: list[str], facts: Facts) -> None:
-        """Move queued records (and their facts) into `records`, up to the segment size."""
-        while self._batches and len(records) < self._max_events:
-            arrived, batch, batch_facts = self._batches.popleft()
-            room = self._max_events - len(records)
+    def _take(self, pieces: Pieces, taken: int) -> int:
+        """Move queued records into `pieces`, up to the segment size; returns how many
+        records the pieces hold. A batch split in two loses its tally (it is the whole
+        frame's): both pieces are read instead."""
+        while self._batches and taken < self._max_events:
+            arrived, batch, tally = self._batches.popleft()
+            room = self._max_events - taken
             if len(batch) > room:
-                self._batches.appendleft((arrived, batch[room:], batch_facts[room:]))
-                batch, batch_facts = batch[:room], batch_facts[:room]
-            records.extend(batch)
-            facts.extend(batch_facts)
+                self._batches.appendleft((arrived, batch[room:], None))
+                batch, tally = batch[:room], None
+            pieces.append((batch, tally))
+            taken += len(batch)
             self._queued -= len(batch)
         if self._queued < self._limit:
             self._room.set()
+        return taken
 
-    async def _publish(self, records: list[str], facts: Facts, quarantined: int) -> None:
+    async def _publish(self, pieces: Pieces, quarantined: int) -> None:
         """Write one segment and its summary, retrying a failing disk for as long as it
         takes."""
-        summary = await asyncio.to_thread(summarize_records, records, facts, quarantined)
+        records = [line for batch, _ in pieces for line in batch]
+        summary = await asyncio.to_thread(_summarize, pieces, quarantined)
         for attempt in itertools.count():
             try:
                 segment = await asyncio.to_thread(self._writer.write, records, summary)
@@ -194,3 +200,10 @@ class SpoolSink:
         self._stats.segments_written += 1
         self._stats.last_seq = segment.seq
         log.debug("segment #%d: %d events, %d gaps", segment.seq, events, len(records) - events)
+
+
+def _summarize(pieces: Pieces, quarantined: int) -> SegmentSummary:
+    total = Tally()
+    for batch, tally in pieces:
+        total.merge(tally or Tally().add_lines(batch))
+    return total.summary(quarantined)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ws_sidecar.parse import event_id, normalize_rest_order, normalize_ws_item
-from ws_sidecar.summary import SegmentSummary, event_fact, parse_summary, summarize
+from ws_sidecar.summary import SegmentSummary, parse_summary, summarize
 from ws_sidecar.validate import event_problem, gap_problem
 
 __all__ = [
@@ -257,7 +257,7 @@ def segment_summary(segment_path: Path | str) -> SegmentSummary:
         return SegmentSummary()
     unique = {e["event_id"]: e for e in contents.events}  # a line written twice counts once
     return summarize(
-        map(event_fact, unique.values()),
+        unique.values(),
         [(g["start"], g["end"]) for g in contents.gaps],
         skipped=len(contents.skipped),
     )

@@ -7,17 +7,19 @@ file; docs/CONTRACTS.md has the format). Per coin and minute of the exchange's t
 holds the USD liquidated and the number of orders on each side, the largest order and when
 the first order was received; per segment, the counts and the time bounds.
 
-A segment without a usable summary (written before summaries existed, or whose summary a crash
-lost) is summarised from its events by the same code (`summarize`), so readers see one shape
-either way. Loading validates every field, so a damaged summary is treated as missing rather
-than trusted.
+The sidecar tallies each pushed frame's events as they arrive (`Tally`), and merges the
+tallies of a segment's frames when it seals the segment, so nothing per event waits in memory
+for the disk. A segment without a usable summary (written before summaries existed, or whose
+summary a crash lost) is summarised from its events by the same code (`summarize`), so
+readers see one shape either way. Loading validates every field, so a damaged summary is
+treated as missing rather than trusted.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,11 +35,6 @@ from ws_sidecar.validate import (
 VERSION = 1
 MINUTE_MS = 60_000
 LARGEST_FIELDS = ("exchange", "pair", "side", "price", "usd_value", "time", "received_at")
-
-# What the summary needs of one event, in the order `summarize` reads it: symbol, time, side,
-# usd_value, received_at, exchange, pair, price. A tuple is the cheapest thing to keep per event
-# while a segment fills.
-EventFact = tuple[str, int, str, float, int, str, str, float]
 
 
 @dataclass(frozen=True)
@@ -72,114 +69,128 @@ class SegmentSummary:
         return json.dumps({"version": VERSION, **asdict(self)}, separators=(",", ":"))
 
 
-def event_fact(event: Mapping[str, Any]) -> EventFact:
-    """The summary's view of a spool event dict."""
-    return (
-        event["symbol"],
-        event["time"],
-        event["side"],
-        event["usd_value"],
-        event["received_at"],
-        event["exchange"],
-        event["pair"],
-        event["price"],
-    )
+class Tally:
+    """A summary in the making: usable events and gaps added in receipt order, tallies of
+    consecutive parts of a segment merged in order."""
+
+    __slots__ = ("events", "gaps", "groups", "hi", "lo", "skipped")
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.gaps = 0
+        self.skipped = 0
+        self.lo: float = math.inf
+        self.hi: float = -math.inf
+        # (coin, minute) -> [long_usd, short_usd, long_count, short_count, first receipt,
+        # largest event], in the order of their first event.
+        self.groups: dict[tuple[str, int], list[Any]] = {}
+
+    def add_events(self, events: Iterable[Mapping[str, Any]]) -> Tally:
+        """Add usable spool events (or anything with their fields); runs for every event the
+        sidecar receives, hence the plain loop."""
+        groups, lo, hi = self.groups, self.lo, self.hi
+        for event in events:
+            time_ms, received, usd = event["time"], event["received_at"], event["usd_value"]
+            self.events += 1
+            # Bounds by comparison, not min()/max(): no call per event.
+            if time_ms < lo:
+                lo = time_ms
+            if time_ms > hi:
+                hi = time_ms
+            if received < lo:
+                lo = received
+            if received > hi:
+                hi = received
+            key = (event["symbol"], time_ms - time_ms % MINUTE_MS)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = [0.0, 0.0, 0, 0, received, event]
+            if event["side"] == "long":
+                group[0] += usd
+                group[2] += 1
+            else:
+                group[1] += usd
+                group[3] += 1
+            if usd > group[5]["usd_value"]:
+                group[5] = event
+            if received < group[4]:
+                group[4] = received
+        self.lo, self.hi = lo, hi
+        return self
+
+    def add_gap(self, start: int, end: int) -> Tally:
+        self.gaps += 1
+        self.lo, self.hi = min(self.lo, start), max(self.hi, end)
+        return self
+
+    def add_lines(self, lines: Iterable[str]) -> Tally:
+        """Add encoded spool lines, reading each: for records that came without a tally (gap
+        records, which are rare, and the pieces of a frame split between two segments)."""
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError):
+                record = None
+            kind = record.get("kind") if isinstance(record, dict) else None
+            if kind == "gap" and gap_problem(record) is None:
+                self.add_gap(record["start"], record["end"])
+            elif kind == "event" and event_problem(record) is None:
+                self.add_events([record])
+            else:
+                self.skipped += 1
+        return self
+
+    def merge(self, later: Tally) -> Tally:
+        """Add the tally of the records that came after this one's."""
+        self.events += later.events
+        self.gaps += later.gaps
+        self.skipped += later.skipped
+        self.lo, self.hi = min(self.lo, later.lo), max(self.hi, later.hi)
+        for key, (long_usd, short_usd, longs, shorts, first, largest) in later.groups.items():
+            group = self.groups.get(key)
+            if group is None:
+                self.groups[key] = [long_usd, short_usd, longs, shorts, first, largest]
+                continue
+            group[0] += long_usd
+            group[1] += short_usd
+            group[2] += longs
+            group[3] += shorts
+            group[4] = min(group[4], first)
+            if largest["usd_value"] > group[5]["usd_value"]:
+                group[5] = largest
+        return self
+
+    def summary(self, quarantined: int = 0) -> SegmentSummary:
+        """Coin-minutes come in the order their first order was received."""
+        coin_minutes = tuple(
+            CoinMinute(coin, minute, g[0], g[1], g[2], g[3], g[4],
+                       {k: g[5][k] for k in LARGEST_FIELDS})
+            for (coin, minute), g in sorted(self.groups.items(), key=lambda kv: (kv[1][4], kv[0]))
+        )  # fmt: skip
+        bounded = self.events + self.gaps > 0
+        return SegmentSummary(
+            events=self.events,
+            gaps=self.gaps,
+            quarantined=quarantined,
+            skipped=self.skipped,
+            time_min=int(self.lo) if bounded else None,
+            time_max=int(self.hi) if bounded else None,
+            coin_minutes=coin_minutes,
+        )
 
 
 def summarize(
-    facts: Iterable[EventFact],
+    events: Iterable[Mapping[str, Any]],
     gaps: Iterable[tuple[int, int]] = (),
     quarantined: int = 0,
     skipped: int = 0,
 ) -> SegmentSummary:
-    """The summary of a segment's events (as `event_fact`s, in receipt order) and gaps
-    (start, end). Coin-minutes come in the order their first order was received."""
-    groups: dict[tuple[str, int], list[Any]] = {}
-    events = 0
-    lo, hi = math.inf, -math.inf
-    for fact in facts:
-        coin, time_ms, side, usd, received, _, _, _ = fact
-        events += 1
-        # Bounds by comparison, not min()/max(): this loop runs for every event received.
-        if time_ms < lo:
-            lo = time_ms
-        if time_ms > hi:
-            hi = time_ms
-        if received < lo:
-            lo = received
-        if received > hi:
-            hi = received
-        key = (coin, time_ms - time_ms % MINUTE_MS)
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = [0.0, 0.0, 0, 0, received, fact]
-        if side == "long":
-            group[0] += usd
-            group[2] += 1
-        else:
-            group[1] += usd
-            group[3] += 1
-        if usd > group[5][3]:
-            group[5] = fact
-        if received < group[4]:
-            group[4] = received
-    gap_count = 0
+    """The summary of a segment's usable events (in receipt order) and gaps (start, end)."""
+    tally = Tally().add_events(events)
     for start, end in gaps:
-        gap_count += 1
-        lo, hi = min(lo, start), max(hi, end)
-    coin_minutes = tuple(
-        CoinMinute(coin, minute, g[0], g[1], g[2], g[3], g[4], _largest(g[5]))
-        for (coin, minute), g in sorted(groups.items(), key=lambda kv: (kv[1][4], kv[0]))
-    )
-    bounded = events + gap_count > 0
-    return SegmentSummary(
-        events=events,
-        gaps=gap_count,
-        quarantined=quarantined,
-        skipped=skipped,
-        time_min=int(lo) if bounded else None,
-        time_max=int(hi) if bounded else None,
-        coin_minutes=coin_minutes,
-    )
-
-
-def summarize_records(
-    records: Sequence[str], facts: Sequence[EventFact | None], quarantined: int = 0
-) -> SegmentSummary:
-    """The summary of encoded spool lines, each with its event's fact, or None for a record
-    to read from its line (gaps, which are rare, and lines from callers that kept no facts)."""
-    events: list[EventFact] = []
-    gaps: list[tuple[int, int]] = []
-    skipped = 0
-    for line, fact in zip(records, facts, strict=True):
-        if fact is not None:
-            events.append(fact)
-            continue
-        try:
-            record = json.loads(line)
-        except (ValueError, RecursionError):
-            record = None
-        kind = record.get("kind") if isinstance(record, dict) else None
-        if kind == "gap" and gap_problem(record) is None:
-            gaps.append((record["start"], record["end"]))
-        elif kind == "event" and event_problem(record) is None:
-            events.append(event_fact(record))
-        else:
-            skipped += 1
-    return summarize(events, gaps, quarantined, skipped)
-
-
-def _largest(fact: EventFact) -> dict[str, Any]:
-    _coin, time_ms, side, usd, received, exchange, pair, price = fact
-    return {
-        "exchange": exchange,
-        "pair": pair,
-        "side": side,
-        "price": price,
-        "usd_value": usd,
-        "time": time_ms,
-        "received_at": received,
-    }
+        tally.add_gap(start, end)
+    tally.skipped = skipped
+    return tally.summary(quarantined)
 
 
 def parse_summary(text: str | bytes) -> SegmentSummary:

@@ -27,7 +27,7 @@ from cg_assets_tests.conftest import days_ago
 from cg_assets_tests.spool_fuzz import NOW_MS, segment_bytes, stamps
 from cg_assets_tests.test_liquidations.conftest import write_segment, ws_event
 from ws_sidecar.spool import summary_path
-from ws_sidecar.summary import event_fact, summarize
+from ws_sidecar.summary import summarize
 
 SPOOL_SENSOR = "liquidation_spool_sensor"
 
@@ -58,7 +58,7 @@ def test_a_microsecond_stamp_stops_neither_ingestion_nor_the_heads_up(
         burst_path = write_segment(spool, 1, burst)
         # The burst's segment has the summary the sidecar writes (it quarantined 3 items
         # meanwhile); the poisoned one is older, without: it is summarised from its lines.
-        summary = summarize(map(event_fact, burst), quarantined=3)
+        summary = summarize(burst, quarantined=3)
         summary_path(burst_path).write_text(summary.to_json())
         [headsup] = tick(defs, SENSOR, after_poison.cursor, instance).run_requests
         assert headsup.run_key == f"headsup-BTC-{minute}"

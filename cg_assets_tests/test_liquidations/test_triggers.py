@@ -16,7 +16,7 @@ from cg_assets.liquidations.triggers import (
     TriggerThresholds,
     find_triggers,
 )
-from ws_sidecar.summary import CoinMinute, event_fact, summarize
+from ws_sidecar.summary import CoinMinute, summarize
 from ws_sidecar.validate import MAX_MS
 
 T0 = 1_790_000_040_000 // MINUTE_MS * MINUTE_MS  # a minute boundary
@@ -45,9 +45,7 @@ def run(
 ) -> tuple[Scan, TriggerState]:
     """The triggers in `segments` (each a list of orders, summarised as the sidecar would)."""
     state = state or TriggerState()
-    coin_minutes = [
-        cm for events in segments for cm in summarize(map(event_fact, events)).coin_minutes
-    ]
+    coin_minutes = [cm for events in segments for cm in summarize(events).coin_minutes]
     return find_triggers(coin_minutes, state, TriggerThresholds(**limits), now), state
 
 

@@ -27,7 +27,7 @@ from ws_sidecar.recorder import Recorder
 from ws_sidecar.sink import SpoolSink
 from ws_sidecar.spool import SpoolWriter
 from ws_sidecar.stats import Stats, now_ms
-from ws_sidecar.summary import EventFact, event_fact
+from ws_sidecar.summary import Tally
 
 ITEM = {
     "baseAsset": "SOL",
@@ -45,12 +45,12 @@ class FakeSink:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
-        self.facts: list[EventFact | None] = []
+        self.tallies: list[Tally | None] = []
         self.quarantined = 0
 
-    async def put(self, lines: list[str], facts: list[EventFact | None] | None = None) -> None:
+    async def put(self, lines: list[str], tally: Tally | None = None) -> None:
         self.lines += lines
-        self.facts += facts or [None] * len(lines)
+        self.tallies.append(tally)
 
     def note_quarantined(self, count: int) -> None:
         self.quarantined += count
@@ -102,7 +102,12 @@ def test_recorder_writes_events_and_one_gap_per_outage(tmp_path: Path):
     assert records[2] == {"kind": "gap", "start": t + 900, "end": t + 3_100,
                           "reason": "c-1: no pong within 10 s", "conn_id": "c-3"}  # fmt: skip
     assert records[1]["raw"] == ITEM
-    assert sink.facts == [None, event_fact(records[1]), None]  # gaps: the summary reads them
+    # The event came with its frame's tally; gap records without (the summary reads them).
+    gap_tally, event_tally, gap_again = sink.tallies
+    assert (gap_tally, gap_again) == (None, None)
+    assert event_tally is not None
+    [coin_minute] = event_tally.summary().coin_minutes
+    assert (coin_minute.coin, coin_minute.long_usd) == ("SOL", ITEM["volUsd"])
     assert (stats.events_received, stats.malformed_frames, stats.malformed_items) == (1, 1, 1)
     assert stats.quarantined_items == sink.quarantined == 1
     assert stats.last_event_time == ITEM["time"]

@@ -22,7 +22,7 @@ from ws_sidecar.spool import (
     read_summary_file,
 )
 from ws_sidecar.stats import Stats
-from ws_sidecar.summary import SegmentSummary
+from ws_sidecar.summary import SegmentSummary, Tally
 
 
 class GatedWriter(SpoolWriter):
@@ -45,14 +45,16 @@ class GatedWriter(SpoolWriter):
 T0 = 1_700_000_000_000
 
 
+def event(i: int, coin: str = "BTC", usd: float = 1_000.0) -> dict:
+    """A spool event in the contract's format, `i` ms after T0."""
+    return {"kind": "event", "event_id": f"e{i}", "exchange": "Binance", "pair": f"{coin}USDT",
+            "symbol": coin, "side": "long" if i % 2 else "short", "price": 90_000.0,
+            "usd_value": usd, "time": T0 + i, "received_at": T0 + i + 100, "conn_id": "c",
+            "source": "ws", "raw": {}}  # fmt: skip
+
+
 def line(i: int, coin: str = "BTC", usd: float = 1_000.0) -> str:
-    """A spool event line in the contract's format, `i` ms after T0."""
-    return encode_record(
-        {"kind": "event", "event_id": f"e{i}", "exchange": "Binance", "pair": f"{coin}USDT",
-         "symbol": coin, "side": "long" if i % 2 else "short", "price": 90_000.0,
-         "usd_value": usd, "time": T0 + i, "received_at": T0 + i + 100, "conn_id": "c",
-         "source": "ws", "raw": {}}
-    )  # fmt: skip
+    return encode_record(event(i, coin, usd))
 
 
 @pytest.fixture
@@ -202,30 +204,30 @@ def test_close_flushes_everything_queued(writer: GatedWriter):
 
 
 def test_each_segment_carries_its_summary_and_the_quarantine_count(writer: GatedWriter):
-    """Facts handed over with the lines make the summary; lines without them are read."""
+    """Tallies handed over with the lines make the summary; lines without one are read, and
+    so are both pieces of a frame split between two segments."""
     stats = Stats()
 
     async def scenario() -> None:
         sink = SpoolSink(writer, stats, max_events=4, max_age_s=60)
         task = asyncio.create_task(sink.run())
-        facts = [
-            ("ETH", T0 + i, "long", 2_000.0, T0 + i + 100, "OKX", "ETHUSDT", 3_000.0)
-            for i in range(3)
-        ]
+        eth = [{**event(i, "ETH", 2_000.0), "side": "long"} for i in range(3)]
         sink.note_quarantined(2)
-        await sink.put([line(i, "ETH", 2_000.0) for i in range(3)], facts)
-        await sink.put([line(3, usd=5e6), line(4)])  # no facts: their lines are read
+        await sink.put([encode_record(e) for e in eth], Tally().add_events(eth))
+        await sink.put([line(3, usd=5e6), line(4)])  # no tally: the lines are read
         await until(lambda: stats.segments_written == 1)
         sink.note_quarantined(1)
+        split = [event(i) for i in range(5, 12)]  # split 3 | 4 between the next two segments
+        await sink.put([encode_record(e) for e in split], Tally().add_events(split))
         sink.close()
         await task
 
     asyncio.run(scenario())
-    first, second = (read_summary_file(s.path) for s in list_segments(writer.spool_dir))
-    assert first is not None
-    assert second is not None
-    assert (first.events, first.quarantined, second.events, second.quarantined) == (4, 2, 1, 1)
-    eth, btc = first.coin_minutes
+    summaries = [read_summary_file(s.path) for s in list_segments(writer.spool_dir)]
+    assert [(s.events, s.quarantined) for s in summaries] == [(4, 2), (4, 1), (4, 0)]
+    eth, btc = summaries[0].coin_minutes
     assert (eth.coin, eth.long_usd, eth.long_count, eth.short_count) == ("ETH", 6_000.0, 3, 0)
     assert (btc.coin, btc.long_usd, btc.largest["usd_value"]) == ("BTC", 5e6, 5e6)
     assert btc.first_received_at == T0 + 103
+    # Segments 2 and 3 hold orders 4-7 and 8-11 (a split frame's pieces, read from lines).
+    assert [s.coin_minutes[0].long_count for s in summaries[1:]] == [2, 2]

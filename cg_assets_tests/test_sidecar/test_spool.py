@@ -31,7 +31,7 @@ from ws_sidecar.spool import (
     segment_time_bounds,
     summary_path,
 )
-from ws_sidecar.summary import event_fact, parse_summary, summarize_records
+from ws_sidecar.summary import Tally, parse_summary
 from ws_sidecar.validate import (
     MAX_MS,
     READER_WINDOW,
@@ -232,10 +232,9 @@ def test_recent_segments_are_kept_however_consumed(tmp_path: Path):
 
 
 def summarized(records: list[dict]) -> tuple[list[str], object]:
-    """Lines and the summary the sidecar writes with them (facts for events, gaps read)."""
+    """Lines and the summary the sidecar writes with them."""
     encoded = lines(records)
-    facts = [event_fact(r) if r["kind"] == "event" else None for r in records]
-    return encoded, summarize_records(encoded, facts, quarantined=2)
+    return encoded, Tally().add_lines(encoded).summary(quarantined=2)
 
 
 def test_each_segment_is_published_with_its_summary(writer: SpoolWriter):
