@@ -6,7 +6,9 @@ second. It imports neither Dagster nor `cg_assets`; `cg_assets` reads the spool 
 `ws_sidecar.spool`, the only module that knows the format.
 
 Modules: `config` (environment), `connection` (protocol, keepalive, reconnects), `parse` (pure
-payload normalisation), `recorder` (messages and outages into records), `sink` (bounded queue
-to the disk thread), `spool` (format, atomic writer, reader), `health` (status file, HTTP
+payload normalisation), `validate` (what a usable record is, for the sidecar and every
+reader), `quarantine` (the file of refused items), `recorder` (messages and outages into
+records), `sink` (bounded queue to the disk thread), `spool` (format, atomic writer, reader),
+`summary` (the per-segment summaries the heads-up sensor reads), `health` (status file, HTTP
 probes, metrics), `app` (wiring and signals).
 """

@@ -22,6 +22,7 @@ from typing import Any
 from ws_sidecar.config import MASK, Config, ConfigError
 from ws_sidecar.connection import Connection
 from ws_sidecar.health import HealthServer, Monitor, keep_status_file, write_status
+from ws_sidecar.quarantine import Quarantine
 from ws_sidecar.recorder import Recorder
 from ws_sidecar.sink import SpoolSink
 from ws_sidecar.spool import SpoolBusyError, SpoolWriter, last_record_time
@@ -118,7 +119,15 @@ async def _serve(config: Config, writer: SpoolWriter, previous: dict[str, Any]) 
         writer, stats, config.segment_max_events, config.segment_max_age_s, config.queue_max_events
     )
     resume_from = last_record_time(config.spool_dir) or _integer(previous.get("last_event_time"))
-    recorder = Recorder(sink, stats, int(config.gap_margin_s * 1000), resume_from)
+    quarantine = Quarantine(config.quarantine_path, int(config.quarantine_max_mb * 2**20))
+    recorder = Recorder(
+        sink,
+        stats,
+        int(config.gap_margin_s * 1000),
+        quarantine,
+        resume_from,
+        config.event_window,
+    )
     monitor = Monitor(stats, sink)
     health = HealthServer(monitor, config.health_host, config.health_port)
     try:

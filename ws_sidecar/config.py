@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from ws_sidecar.quarantine import QUARANTINE_FILE
+from ws_sidecar.validate import MAX_WINDOW_S, EventWindow
+
 DEFAULT_WS_URL = "wss://open-ws.coinglass.com/ws-api"
 CHANNELS = ("liquidationOrders", "liquidation_orders")
 KEY_PARAM = "cg-api-key"
@@ -59,6 +62,12 @@ class Config:
     # Gap windows are widened by this much on both sides: events in flight when a connection
     # dies carry earlier times, and a subscription takes effect a little after it is sent.
     gap_margin_s: float = 5.0
+    # An event's own time must lie within this long before or after its receipt; the readers
+    # accept up to MAX_WINDOW_S either way, so neither may exceed it.
+    event_max_lag_s: float = 3600.0
+    event_max_lead_s: float = 300.0
+    # The quarantine file is rotated past this size; one rotated file is kept.
+    quarantine_max_mb: float = 10.0
     log_level: str = "INFO"
 
     @property
@@ -68,6 +77,14 @@ class Config:
     @property
     def status_path(self) -> Path:
         return self.data_dir / "sidecar_status.json"
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.data_dir / QUARANTINE_FILE
+
+    @property
+    def event_window(self) -> EventWindow:
+        return EventWindow(round(self.event_max_lag_s * 1000), round(self.event_max_lead_s * 1000))
 
     @property
     def connect_url(self) -> str:
@@ -123,6 +140,9 @@ class Config:
             stable_after_s=reader.get("SIDECAR_STABLE_AFTER_S", "60", _positive),
             status_interval_s=reader.get("SIDECAR_STATUS_INTERVAL_S", "2", _positive),
             gap_margin_s=reader.get("SIDECAR_GAP_MARGIN_S", "5", _non_negative),
+            event_max_lag_s=reader.get("SIDECAR_EVENT_MAX_LAG_S", "3600", _window),
+            event_max_lead_s=reader.get("SIDECAR_EVENT_MAX_LEAD_S", "300", _window),
+            quarantine_max_mb=reader.get("SIDECAR_QUARANTINE_MAX_MB", "10", _megabytes),
             log_level=reader.get("SIDECAR_LOG_LEVEL", "INFO", _log_level),
         )
         if config.watchdog_s <= config.ping_interval_s:
@@ -241,6 +261,25 @@ def _non_negative(raw: str) -> float:
     value = _number(raw)
     if value < 0:
         raise ValueError("expected a number of seconds >= 0")
+    return value
+
+
+def _window(raw: str) -> float:
+    value = _positive(raw)
+    if value > MAX_WINDOW_S:
+        raise ValueError(
+            f"expected at most {MAX_WINDOW_S} s (one day): the spool's readers accept no more"
+        )
+    return value
+
+
+def _megabytes(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("expected a number of megabytes") from None
+    if not 0 < value < float("inf"):
+        raise ValueError("expected a number of megabytes > 0")
     return value
 
 

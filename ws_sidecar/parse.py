@@ -8,8 +8,12 @@ snake_case items, with the same side codes (1 = a long was liquidated, 2 = a sho
 normalised to one event shape so that a WebSocket event and its REST copy get the same
 `event_id`, which is what lets the gap filler's rows de-duplicate against the stream.
 
+Every WebSocket item is validated here, before it can reach the spool (`ws_sidecar.validate`
+says what passes): a rejected item becomes a `Reject` naming the field and the value, which
+the recorder writes to the quarantine file.
+
 This runs once per event at tens of thousands of events a second, hence the plain dicts, the
-cached exchange names and the short hash.
+cached exchange names, the short hash, and reasons worked out only once an item has failed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import re
 from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any, Literal
+
+from ws_sidecar.validate import DEFAULT_WINDOW, EventWindow, is_text
 
 LIQUIDATION_CHANNELS = frozenset({"liquidationOrders", "liquidation_orders"})
 
@@ -37,21 +43,42 @@ _BY_FOLDED = {name.casefold(): name for name in KNOWN_EXCHANGES}
 _display_cache: dict[str, str] = {}
 _CACHE_LIMIT = 4096  # a hostile stream of made-up names must not grow memory without bound
 _INF = float("inf")
+_CAMEL_KEYS = ("exName", "volUsd", "baseAsset")
+_SNAKE_KEYS = ("exchange", "volume_usd", "base_asset")
 _ITEM_RE = re.compile(r"\{[^{}]*\}")
+
+
+class InvalidItem(ValueError):
+    """A pushed item that is not a usable liquidation; the message names the field and value.
+    `malformed` is True when the item lacks a liquidation's fields or types altogether (as
+    opposed to carrying implausible values)."""
+
+    def __init__(self, reason: str, malformed: bool) -> None:
+        super().__init__(reason)
+        self.malformed = malformed
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """One item of a push that did not become an event: why, and the item as received."""
+
+    reason: str
+    raw: Any
+    malformed: bool
 
 
 @dataclass(slots=True)
 class Frame:
     """One received WebSocket data message (pongs are the connection's business), classified.
 
-    `kind` is "events" (a liquidation push; `events` holds the usable items and
-    `rejected` counts the items that were not), "ignored" (well-formed JSON that is not a
-    liquidation push, e.g. an unknown channel or a server notice) or "malformed".
+    `kind` is "events" (a liquidation push; `events` holds the usable items and `rejects`
+    the items that were not), "ignored" (well-formed JSON that is not a liquidation push, e.g.
+    an unknown channel or a server notice) or "malformed".
     """
 
     kind: Literal["events", "ignored", "malformed"]
     events: list[dict[str, Any]] = field(default_factory=list)
-    rejected: int = 0
+    rejects: list[Reject] = field(default_factory=list)
     detail: str = ""
     # The source text of each event's item, when it can be cut out of the message without
     # ambiguity, so the spool stores the original without serialising it again; else None.
@@ -84,11 +111,12 @@ def event_id(
     return blake2b(key.encode(), digest_size=8).hexdigest()
 
 
-def normalize_ws_item(item: Any, conn_id: str, received_at: int) -> dict[str, Any] | None:
+def normalize_ws_item(
+    item: Any, conn_id: str, received_at: int, window: EventWindow = DEFAULT_WINDOW
+) -> dict[str, Any]:
     """A WebSocket `liquidationOrders` / `liquidation_orders` item (either key style) as a spool
-    event, or None if it lacks a usable field (the caller counts it as malformed)."""
-    if not isinstance(item, dict):
-        return None
+    event; InvalidItem if it lacks a field or a value is implausible, `time` included: it must
+    lie within `window` of `received_at`."""
     try:
         if "exName" in item:
             exchange, usd, coin = item["exName"], item["volUsd"], item["baseAsset"]
@@ -100,18 +128,53 @@ def normalize_ws_item(item: Any, conn_id: str, received_at: int) -> dict[str, An
         usd = float(usd)
         time_ms = int(item["time"])
     except (KeyError, TypeError, ValueError, OverflowError):
-        return None
+        raise InvalidItem(_malformed_reason(item), malformed=True) from None
     if not (
         side
-        and _text(exchange)
-        and _text(pair)
-        and _text(coin)
+        and is_text(exchange)
+        and is_text(pair)
+        and is_text(coin)
         and 0 < price < _INF
         and 0 < usd < _INF
-        and time_ms > 0
+        and received_at - window.lag_ms <= time_ms <= received_at + window.lead_ms
     ):
-        return None
+        raise InvalidItem(_invalid_reason(item, received_at, window), malformed=False)
     return _event(exchange, pair, coin, side, price, usd, time_ms, received_at, conn_id, "ws", item)
+
+
+def _item_keys(item: dict[str, Any]) -> tuple[str, str, str]:
+    """The item's names for exchange, USD value and coin, in whichever style it uses."""
+    return _CAMEL_KEYS if "exName" in item else _SNAKE_KEYS
+
+
+def _malformed_reason(item: Any) -> str:
+    """Which field of a malformed item is missing or unreadable (off the hot path)."""
+    if not isinstance(item, dict):
+        return f"item is not a JSON object: {_preview(repr(item))}"
+    exchange, usd, coin = _item_keys(item)
+    for name in (exchange, usd, coin, "symbol", "side", "price", "time"):
+        if name not in item:
+            return f"missing field {name!r}"
+    for name, convert in ((usd, float), ("price", float), ("time", int)):
+        try:
+            convert(item[name])
+        except (TypeError, ValueError, OverflowError):
+            return f"field {name!r} is not a number: {_preview(repr(item[name]))}"
+    return f"field 'side' is not a side code: {_preview(repr(item['side']))}"
+
+
+def _invalid_reason(item: dict[str, Any], received_at: int, window: EventWindow) -> str:
+    """Which value of a well-formed item is implausible (off the hot path)."""
+    exchange, usd, coin = _item_keys(item)
+    if WS_SIDES.get(item["side"]) is None:
+        return f"field 'side' must be 1 (long) or 2 (short), got {item['side']!r}"
+    for name in (exchange, "symbol", coin):
+        if not is_text(item[name]):
+            return f"field {name!r} must be a non-empty string, got {_preview(repr(item[name]))}"
+    for name in ("price", usd):
+        if not 0 < float(item[name]) < _INF:
+            return f"field {name!r} must be a finite number > 0, got {item[name]!r}"
+    return window.problem(int(item["time"]), received_at) or f"unusable item {item!r}"
 
 
 def normalize_rest_order(row: dict[str, Any], received_at: int | None = None) -> dict[str, Any]:
@@ -165,7 +228,9 @@ def _event(
     }
 
 
-def parse_frame(message: str | bytes, conn_id: str, received_at: int) -> Frame:
+def parse_frame(
+    message: str | bytes, conn_id: str, received_at: int, window: EventWindow = DEFAULT_WINDOW
+) -> Frame:
     """Classify one WebSocket message and normalise the liquidations it carries; never raises,
     whatever the server sends."""
     if isinstance(message, bytes):
@@ -185,15 +250,17 @@ def parse_frame(message: str | bytes, conn_id: str, received_at: int) -> Frame:
     if not isinstance(items, list):
         return Frame("malformed", detail=f"`data` is not an array: {_preview(message)}")
     spans = item_texts(message, items)
-    events = []
-    raw_texts: list[str] | None = None if spans is None else []
+    frame = Frame("events", raw_texts=None if spans is None else [])
     for index, item in enumerate(items):
-        event = normalize_ws_item(item, conn_id, received_at)
-        if event is not None:
-            events.append(event)
-            if raw_texts is not None:
-                raw_texts.append(spans[index])
-    return Frame("events", events, len(items) - len(events), raw_texts=raw_texts)
+        try:
+            event = normalize_ws_item(item, conn_id, received_at, window)
+        except InvalidItem as exc:
+            frame.rejects.append(Reject(str(exc), item, exc.malformed))
+            continue
+        frame.events.append(event)
+        if frame.raw_texts is not None:
+            frame.raw_texts.append(spans[index])
+    return frame
 
 
 def item_texts(message: str, items: list[Any]) -> list[str] | None:
@@ -216,16 +283,12 @@ def item_texts(message: str, items: list[Any]) -> list[str] | None:
     return _ITEM_RE.findall(message)
 
 
-def _text(value: Any) -> bool:
-    return isinstance(value, str) and value != ""
-
-
 def _field(row: dict[str, Any], name: str, kind: type) -> Any:
     try:
         value = row[name]
         if kind is int and isinstance(value, str):
             value = float(value)
-        if kind is str and not _text(value):
+        if kind is str and not is_text(value):
             raise ValueError
         return kind(value)
     except (KeyError, TypeError, ValueError, OverflowError):

@@ -5,7 +5,8 @@ connection ended); this turns them into what the spool must hold: the liquidatio
 push, and one gap record per outage, written when the next subscription begins. The first
 subscription after a start also closes the gap left by the previous run (from the newest
 record it published), so a crash or a redeploy is as visible to the gap filler as a dropped
-connection. Counters for the health endpoints and throttled log lines are kept here too.
+connection. Pushed items that fail validation go to the quarantine file instead of the spool.
+Counters for the health endpoints and throttled log lines are kept here too.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from ws_sidecar.parse import parse_frame
+from ws_sidecar.parse import Reject, parse_frame
+from ws_sidecar.quarantine import Quarantine
 from ws_sidecar.sink import SpoolSink
 from ws_sidecar.spool import encode_record, encode_ws_event, gap_record
 from ws_sidecar.stats import Stats, Throttle
+from ws_sidecar.summary import Tally
+from ws_sidecar.validate import DEFAULT_WINDOW, EventWindow
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +36,15 @@ class Recorder:
         sink: SpoolSink,
         stats: Stats,
         gap_margin_ms: int,
+        quarantine: Quarantine,
         resume_from_ms: int | None = None,
+        window: EventWindow = DEFAULT_WINDOW,
     ) -> None:
         self._sink = sink
         self._stats = stats
         self._margin = gap_margin_ms
+        self._quarantine = quarantine
+        self._window = window
         # Start of the outage not yet recorded, and why it happened.
         self._gap_start = resume_from_ms
         self._gap_reason = "sidecar was not running"
@@ -68,7 +76,7 @@ class Recorder:
             self._gap_reason = f"{conn_id}: {reason}"
 
     async def on_message(self, message: str | bytes, conn_id: str, received_at: int) -> None:
-        frame = parse_frame(message, conn_id, received_at)
+        frame = parse_frame(message, conn_id, received_at, self._window)
         stats = self._stats
         if frame.kind == "malformed":
             stats.malformed_frames += 1
@@ -83,14 +91,8 @@ class Recorder:
                 "ignored", "ignored a frame that is not a liquidation push: %s", frame.detail
             )
             return
-        if frame.rejected:
-            stats.malformed_items += frame.rejected
-            self._warn(
-                "rejected",
-                "skipped %d malformed item(s) (%d so far)",
-                frame.rejected,
-                stats.malformed_items,
-            )
+        if frame.rejects:
+            self._reject(frame.rejects, conn_id, received_at)
         events = frame.events
         if not events:
             return
@@ -100,7 +102,24 @@ class Recorder:
             stats.last_event_time = newest
         self._summarize(events)
         raw_texts = frame.raw_texts or [None] * len(events)
-        await self._sink.put(list(map(encode_ws_event, events, raw_texts)))
+        await self._sink.put(
+            list(map(encode_ws_event, events, raw_texts)), Tally().add_events(events)
+        )
+
+    def _reject(self, rejects: list[Reject], conn_id: str, received_at: int) -> None:
+        stats = self._stats
+        stats.quarantined_items += len(rejects)
+        stats.malformed_items += sum(r.malformed for r in rejects)
+        self._quarantine.add(rejects, received_at, conn_id)
+        self._sink.note_quarantined(len(rejects))
+        self._warn(
+            "rejected",
+            "quarantined %d item(s) (%d so far) in %s: %s",
+            len(rejects),
+            stats.quarantined_items,
+            self._quarantine.path,
+            rejects[0].reason,
+        )
 
     def _warn(self, kind: str, message: str, *args: object) -> None:
         if self._warnings[kind].ready():

@@ -7,6 +7,12 @@ while the disk works. If the disk falls behind and `queue_max_events` records ar
 `put` blocks: the reader stops reading the socket (TCP pushes back on the server) and says so
 at ERROR, instead of growing memory or dropping events. A failing disk is retried without
 losing the records. Events count as written only once their segment is renamed into place.
+
+Each segment goes out with its summary (`ws_sidecar.summary`): the tallies the recorder hands
+over with each frame's lines, merged, so no line is parsed again (only the rare records that
+came without one: gap records, and the two pieces of a frame split between segments). The
+summary also carries how many pushed items were quarantined since the previous segment, which
+is how that count reaches the ingestion runs.
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ from collections import deque
 
 from ws_sidecar.spool import GAP_PREFIX, SpoolWriter
 from ws_sidecar.stats import Stats, Throttle
+from ws_sidecar.summary import SegmentSummary, Tally
+
+# A segment's records as they were queued: each piece with its tally, or None to read them.
+Pieces = list[tuple[list[str], Tally | None]]
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +54,10 @@ class SpoolSink:
         self._max_events = max_events
         self._max_age_s = max_age_s
         self._limit = queue_max_events
-        # (arrival time on the monotonic clock, records) in arrival order.
-        self._batches: deque[tuple[float, list[str]]] = deque()
+        # (arrival time on the monotonic clock, records, their tally) in arrival order.
+        self._batches: deque[tuple[float, list[str], Tally | None]] = deque()
         self._queued = 0
+        self._quarantined = 0  # items quarantined since the last segment was taken
         self._in_flight_since: float | None = None
         self._arrived = asyncio.Event()
         self._room = asyncio.Event()
@@ -69,13 +80,18 @@ class SpoolSink:
             oldest = self._batches[0][0]
         return 0.0 if oldest is None else time.monotonic() - oldest
 
-    async def put(self, records: list[str]) -> None:
-        """Queue one frame's records; waits (never drops) while the queue is full."""
+    async def put(self, records: list[str], tally: Tally | None = None) -> None:
+        """Queue one frame's records with their tally (None: the summary reads the lines);
+        waits (never drops) while the queue is full."""
         if self._queued >= self._limit:
             await self._wait_for_room()
-        self._batches.append((time.monotonic(), records))
+        self._batches.append((time.monotonic(), records, tally))
         self._queued += len(records)
         self._arrived.set()
+
+    def note_quarantined(self, count: int) -> None:
+        """`count` more pushed items were quarantined; the next segment's summary says so."""
+        self._quarantined += count
 
     async def _wait_for_room(self) -> None:
         started = time.monotonic()
@@ -112,13 +128,13 @@ class SpoolSink:
     async def run(self) -> None:
         """Write segments until `close()` and everything queued is durable."""
         while True:
-            records = await self._next_segment()
-            if records is None:
+            segment = await self._next_segment()
+            if segment is None:
                 return
-            await self._publish(records)
+            await self._publish(*segment)
             self._in_flight_since = None
 
-    async def _next_segment(self) -> list[str] | None:
+    async def _next_segment(self) -> tuple[Pieces, int] | None:
         while not self._batches:
             if self._closing:
                 return None
@@ -126,35 +142,44 @@ class SpoolSink:
             await self._arrived.wait()
         self._in_flight_since = self._batches[0][0]
         deadline = self._in_flight_since + self._max_age_s
-        records: list[str] = []
+        pieces: Pieces = []
+        taken = 0
         while True:
-            self._take(records)
+            taken = self._take(pieces, taken)
             remaining = deadline - time.monotonic()
-            if len(records) >= self._max_events or self._closing or remaining <= 0:
-                return records
+            if taken >= self._max_events or self._closing or remaining <= 0:
+                quarantined, self._quarantined = self._quarantined, 0
+                return pieces, quarantined
             if not self._batches:
                 self._arrived.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._arrived.wait(), remaining)
 
-    def _take(self, records: list[str]) -> None:
-        """Move queued records into `records`, up to the segment size."""
-        while self._batches and len(records) < self._max_events:
-            arrived, batch = self._batches.popleft()
-            room = self._max_events - len(records)
+    def _take(self, pieces: Pieces, taken: int) -> int:
+        """Move queued records into `pieces`, up to the segment size; returns how many
+        records the pieces hold. A batch split in two loses its tally (it is the whole
+        frame's): both pieces are read instead."""
+        while self._batches and taken < self._max_events:
+            arrived, batch, tally = self._batches.popleft()
+            room = self._max_events - taken
             if len(batch) > room:
-                self._batches.appendleft((arrived, batch[room:]))
-                batch = batch[:room]
-            records.extend(batch)
+                self._batches.appendleft((arrived, batch[room:], None))
+                batch, tally = batch[:room], None
+            pieces.append((batch, tally))
+            taken += len(batch)
             self._queued -= len(batch)
         if self._queued < self._limit:
             self._room.set()
+        return taken
 
-    async def _publish(self, records: list[str]) -> None:
-        """Write one segment, retrying a failing disk for as long as it takes."""
+    async def _publish(self, pieces: Pieces, quarantined: int) -> None:
+        """Write one segment and its summary, retrying a failing disk for as long as it
+        takes."""
+        records = [line for batch, _ in pieces for line in batch]
+        summary = await asyncio.to_thread(_summarize, pieces, quarantined)
         for attempt in itertools.count():
             try:
-                segment = await asyncio.to_thread(self._writer.write, records)
+                segment = await asyncio.to_thread(self._writer.write, records, summary)
             except OSError as exc:
                 delay = _RETRY_S[min(attempt, len(_RETRY_S) - 1)]
                 log.error(
@@ -175,3 +200,10 @@ class SpoolSink:
         self._stats.segments_written += 1
         self._stats.last_seq = segment.seq
         log.debug("segment #%d: %d events, %d gaps", segment.seq, events, len(records) - events)
+
+
+def _summarize(pieces: Pieces, quarantined: int) -> SegmentSummary:
+    total = Tally()
+    for batch, tally in pieces:
+        total.merge(tally or Tally().add_lines(batch))
+    return total.summary(quarantined)

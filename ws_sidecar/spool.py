@@ -7,6 +7,14 @@ reader listing `seg-*.jsonl` only ever sees complete segments, even after a kill
 power cut, and a segment that exists stays. `seq` only grows, across restarts too, so a
 consumer's cursor (the last seq it ingested) never skips or repeats a segment.
 
+Beside each segment the sidecar puts its summary, `seg-{seq:012d}.summary.json`
+(`ws_sidecar.summary`), renamed into place just before the segment, so a reader that sees a
+segment normally sees its summary too; one without (older, or lost in a crash) is summarised
+from its events instead. A summary is not fsync'd: one lost to a power cut is just missing.
+
+Readers never stop at bad data: a line that is not a usable record (`ws_sidecar.validate`) is
+skipped and reported with the reason, whatever the segment holds.
+
 The writer here is synchronous on purpose: the sidecar calls it from a worker thread
 (`ws_sidecar.sink`), and `cg_assets` uses only the reader functions, so Dagster processes
 import nothing asynchronous. The event normalisers live in `ws_sidecar.parse` and are
@@ -21,18 +29,21 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
 from ws_sidecar.parse import event_id, normalize_rest_order, normalize_ws_item
+from ws_sidecar.summary import SegmentSummary, parse_summary, summarize
+from ws_sidecar.validate import event_problem, gap_problem
 
 __all__ = [
-    "CorruptSegmentError",
     "Segment",
     "SegmentContents",
+    "SegmentSummary",
+    "SkippedRecord",
     "SpoolBusyError",
     "SpoolWriter",
     "encode_record",
@@ -45,11 +56,16 @@ __all__ = [
     "normalize_ws_item",
     "prune_segments",
     "read_segment",
+    "read_summary_file",
+    "segment_summary",
     "segment_time_bounds",
+    "summary_path",
 ]
 
 _SEGMENT_RE = re.compile(r"^seg-(\d{12})\.jsonl$")
-_TEMP_RE = re.compile(r"^\.seg-(\d+)\.tmp$")
+_SUMMARY_RE = re.compile(r"^seg-(\d{12})\.summary\.json$")
+_TEMP_RE = re.compile(r"^\.seg-(\d+)(\.summary)?\.tmp$")
+PREVIEW_BYTES = 200
 _encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 _EVENT_LINE = (
     '{"kind":"event","event_id":"%s","exchange":%s,"pair":%s,"symbol":%s,"side":"%s",'
@@ -58,10 +74,6 @@ _EVENT_LINE = (
 GAP_PREFIX = '{"kind":"gap"'
 
 log = logging.getLogger(__name__)
-
-
-class CorruptSegmentError(ValueError):
-    """A segment that cannot be read as complete JSON lines; the message names the file."""
 
 
 class SpoolBusyError(RuntimeError):
@@ -76,16 +88,31 @@ class Segment:
     path: Path
 
 
+@dataclass(frozen=True)
+class SkippedRecord:
+    """A line of a segment that is not a usable record: its number, why, and its start."""
+
+    line: int
+    reason: str
+    text: str
+
+
 @dataclass
 class SegmentContents:
-    """A segment's records split by kind, each list in file order."""
+    """A segment's usable records split by kind, and the lines skipped; each in file order."""
 
     events: list[dict[str, Any]] = field(default_factory=list)
     gaps: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[SkippedRecord] = field(default_factory=list)
 
 
 def segment_name(seq: int) -> str:
     return f"seg-{seq:012d}.jsonl"
+
+
+def summary_path(segment_path: Path | str) -> Path:
+    """Where the summary of the segment at `segment_path` lives."""
+    return Path(segment_path).with_suffix(".summary.json")
 
 
 def encode_record(record: dict[str, Any]) -> str:
@@ -142,29 +169,51 @@ def list_segments(spool_dir: Path | str, after_seq: int = -1) -> list[Segment]:
 
 
 def read_segment(path: Path | str) -> SegmentContents:
-    """Events and gaps of one segment; CorruptSegmentError (naming the file and line) if it is
-    truncated or holds a line that is not a spool record."""
-    data = Path(path).read_bytes()
-    if not data:
-        raise CorruptSegmentError(f"spool segment {path} is empty")
-    if not data.endswith(b"\n"):
-        raise CorruptSegmentError(f"spool segment {path} is truncated (no newline at the end)")
+    """Events and gaps of one segment. A line that is not a usable record (a truncated end,
+    corruption, a value out of range) is skipped and listed in `.skipped`, so one bad line
+    never stops a reader; only a file that cannot be read raises (OSError)."""
     contents = SegmentContents()
-    for number, line in enumerate(data.splitlines(), 1):
-        try:
-            record = json.loads(line)
-        except ValueError as exc:
-            raise CorruptSegmentError(f"spool segment {path}, line {number}: {exc}") from None
-        kind = record.get("kind") if isinstance(record, dict) else None
-        if kind == "event":
+    for number, line in enumerate(_lines(Path(path).read_bytes()), 1):
+        record, problem = _parse_record(line)
+        if problem is not None:
+            contents.skipped.append(SkippedRecord(number, problem, _preview(line)))
+        elif record["kind"] == "event":
             contents.events.append(record)
-        elif kind == "gap":
-            contents.gaps.append(record)
         else:
-            raise CorruptSegmentError(
-                f"spool segment {path}, line {number}: not an event or gap record"
-            )
+            contents.gaps.append(record)
     return contents
+
+
+def _lines(data: bytes) -> list[bytes]:
+    """A segment's lines; a last line without its newline (a truncated file) is kept, for
+    `_parse_record` to judge."""
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    return lines
+
+
+def _parse_record(line: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """(record, None) for a usable event or gap line, else (None, why not)."""
+    try:
+        record = json.loads(line.decode())
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        return None, f"not JSON: {exc}"
+    if not isinstance(record, dict):
+        return None, "not a JSON object"
+    kind = record.get("kind")
+    if kind == "event":
+        problem = event_problem(record)
+    elif kind == "gap":
+        problem = gap_problem(record)
+    else:
+        problem = f"not an event or gap record (kind {_preview(repr(kind).encode())})"
+    return (None, problem) if problem else (record, None)
+
+
+def _preview(line: bytes) -> str:
+    text = line[:PREVIEW_BYTES].decode(errors="replace")
+    return text + "…" if len(line) > PREVIEW_BYTES else text
 
 
 def last_record_time(spool_dir: Path | str) -> int | None:
@@ -174,30 +223,70 @@ def last_record_time(spool_dir: Path | str) -> int | None:
     for segment in reversed(list_segments(spool_dir)):
         try:
             contents = read_segment(segment.path)
-        except (OSError, CorruptSegmentError) as exc:
+        except OSError as exc:
             log.error("skipping unreadable segment while resuming: %s", exc)
             continue
-        times = [e["received_at"] for e in contents.events if e.get("received_at")]
+        times = [e["received_at"] for e in contents.events]
         times += [g["end"] for g in contents.gaps]
         if times:
-            return max(int(t) for t in times)
+            return max(times)
     return None
 
 
-def segment_time_bounds(path: Path | str) -> tuple[int, int]:
-    """Earliest and latest time a segment touches, reading only its first and last lines and
-    its (rare) gap records, so a consumer polling the spool stays cheap at tens of thousands of
-    events a second. Events are written in receipt order, so the ends bound every receipt time;
-    an exchange's own timestamp may trail its receipt a little, which consumers allow for."""
-    lines = Path(path).read_bytes().splitlines()
-    if not lines:
-        raise CorruptSegmentError(f"spool segment {path} is empty")
-    records = [json.loads(line) for line in {lines[0], lines[-1]}]
-    records += [
-        r for r in map(json.loads, (ln for ln in lines if b'"gap"' in ln)) if r["kind"] == "gap"
-    ]
-    times = [int(r[k]) for r in records for k in ("time", "received_at", "start", "end") if k in r]
-    return min(times), max(times)
+def read_summary_file(segment_path: Path | str) -> SegmentSummary | None:
+    """The summary the sidecar wrote for a segment; None if there is none or it is unusable."""
+    path = summary_path(segment_path)
+    try:
+        return parse_summary(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (ValueError, RecursionError) as exc:
+        log.warning("ignoring the unusable segment summary %s: %s", path, exc)
+        return None
+
+
+def segment_summary(segment_path: Path | str) -> SegmentSummary:
+    """A segment's summary: the file the sidecar wrote, or, failing that, computed from the
+    segment's events (every line parsed, the slow way); empty if the segment is gone."""
+    summary = read_summary_file(segment_path)
+    if summary is not None:
+        return summary
+    try:
+        contents = read_segment(segment_path)
+    except FileNotFoundError:
+        return SegmentSummary()
+    unique = {e["event_id"]: e for e in contents.events}  # a line written twice counts once
+    return summarize(
+        unique.values(),
+        [(g["start"], g["end"]) for g in contents.gaps],
+        skipped=len(contents.skipped),
+    )
+
+
+def segment_time_bounds(path: Path | str) -> tuple[int, int] | None:
+    """Earliest and latest time a segment touches (event and receipt times, gap bounds), or
+    None if it holds no usable record or is gone. Cheap, since a consumer polls the spool at
+    tens of thousands of events a second: from the summary, else from the first and last
+    usable lines and the (rare) gap records. Events are written in receipt order, so the ends
+    bound every receipt time; an exchange's own timestamp may trail its receipt a little,
+    which consumers allow for."""
+    summary = read_summary_file(path)
+    if summary is not None:
+        if summary.time_min is None or summary.time_max is None:
+            return None
+        return summary.time_min, summary.time_max
+    try:
+        lines = _lines(Path(path).read_bytes())
+    except FileNotFoundError:
+        return None
+    records = [_first_usable(lines), _first_usable(reversed(lines))]
+    records += [_parse_record(line)[0] for line in lines if b'"gap"' in line]
+    times = [r[k] for r in records if r for k in ("time", "received_at", "start", "end") if k in r]
+    return (min(times), max(times)) if times else None
+
+
+def _first_usable(lines: Iterable[bytes]) -> dict[str, Any] | None:
+    return next((r for r, _ in map(_parse_record, lines) if r is not None), None)
 
 
 def prune_segments(
@@ -214,6 +303,7 @@ def prune_segments(
         with contextlib.suppress(FileNotFoundError):
             if segment.path.stat().st_mtime < now - older_than_s:
                 segment.path.unlink()
+                summary_path(segment.path).unlink(missing_ok=True)
                 deleted.append(segment.seq)
     return deleted
 
@@ -239,8 +329,8 @@ class SpoolWriter:
                 f"another process is writing to the spool {self.spool_dir}"
                 " (is a second ws_sidecar running with the same CG_DATA_DIR?)"
             ) from None
-        self._remove_temporaries()
         existing = list_segments(self.spool_dir)
+        self._remove_leftovers({s.seq for s in existing})
         self.next_seq = max(existing[-1].seq + 1 if existing else 0, min_seq)
 
     def close(self) -> None:
@@ -249,34 +339,46 @@ class SpoolWriter:
             os.close(self._dir_fd)
             self._dir_fd = -1
 
-    def _remove_temporaries(self) -> None:
+    def _remove_leftovers(self, published: set[int]) -> None:
+        """Temporary files and summaries without a segment, which a killed predecessor left
+        (or a pruning interrupted between a segment and its summary)."""
         for entry in os.scandir(self.spool_dir):
-            if _TEMP_RE.match(entry.name):
-                log.warning("removing unpublished segment %s left by an earlier run", entry.name)
+            summary = _SUMMARY_RE.match(entry.name)
+            if _TEMP_RE.match(entry.name) or (summary and int(summary.group(1)) not in published):
+                log.warning("removing %s, left unpublished by an earlier run", entry.name)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
 
-    def write(self, lines: Sequence[str]) -> Segment:
-        """Publish encoded records (`encode_record`, `encode_ws_event`) as the next segment;
-        returns it once durable.
-        If it raises before the rename, nothing was published and the next call reuses the
-        seq; a failing directory sync after the rename still consumes it."""
+    def write(self, lines: Sequence[str], summary: SegmentSummary | None = None) -> Segment:
+        """Publish encoded records (`encode_record`, `encode_ws_event`) as the next segment,
+        with its summary if given; returns the segment once durable.
+        If it raises before the segment's rename, nothing was published and the next call
+        reuses the seq (and replaces a summary already renamed); a failing directory sync
+        after the rename still consumes it."""
         if not lines:
             raise ValueError("a segment needs at least one record")
         seq = self.next_seq
-        data = ("\n".join(lines) + "\n").encode()
-        temp = self.spool_dir / f".seg-{seq}.tmp"
         final = self.spool_dir / segment_name(seq)
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if summary is not None:
+            temp = self.spool_dir / f".seg-{seq}.summary.tmp"
+            _write_file(temp, summary.to_json().encode(), sync=False)
+            os.rename(temp, summary_path(final))
+        temp = self.spool_dir / f".seg-{seq}.tmp"
+        _write_file(temp, ("\n".join(lines) + "\n").encode(), sync=True)
         os.rename(temp, final)
         # Published: the seq is spent even if the directory sync below fails.
         self.next_seq = seq + 1
         os.fsync(self._dir_fd)  # makes the rename itself durable, not only the bytes
         return Segment(seq, final)
+
+
+def _write_file(path: Path, data: bytes, sync: bool) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -31,6 +31,9 @@ class Stats:
     # The newest liquidation time received (ms).
     last_event_time: int | None = None
     malformed_frames: int = 0
+    # Pushed items written to the quarantine file; `malformed_items` of them lacked a
+    # liquidation's fields altogether, the rest had implausible values.
+    quarantined_items: int = 0
     malformed_items: int = 0
     ignored_frames: int = 0
     backpressure_s: float = 0.0

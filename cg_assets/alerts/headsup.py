@@ -1,7 +1,8 @@
 """The liquidation heads-up: a Telegram warning seconds after a large burst, then a verdict.
 
-`liquidation_headsup_sensor` reads the spool segments the sidecar publishes (the same files
-`liquidation_orders` ingests, so no extra connection) and finds bursts with
+`liquidation_headsup_sensor` reads the summaries of the spool segments the sidecar publishes
+(the same files `liquidation_orders` ingests, so no extra connection; a summary rather than
+every event, so a tick stays cheap at any event rate) and finds bursts with
 `liquidations.triggers`. Each burst launches one run of `liquidation_alerts` (run key = coin and
 minute, so a burst launches once, across daemon restarts too). The run sends a short heads-up
 at once, then asks CoinGlass for the latest bars of the coin's taker flow, open interest,
@@ -15,7 +16,7 @@ run's start-up, about 3–4 s on top of the sensor's 5 s tick (see benchmarks/al
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Self
 
@@ -40,7 +41,7 @@ from cg_assets.settings import Settings
 from cg_assets.telegram.delivery import Outcome, deliver
 from cg_assets.telegram.ledger import SignalRef
 from cg_assets.telegram.markup import escape
-from ws_sidecar.spool import Segment, list_segments, read_segment
+from ws_sidecar.spool import list_segments, segment_summary
 
 if TYPE_CHECKING:
     from dagster._core.definitions.unresolved_asset_job_definition import (
@@ -271,8 +272,21 @@ def build_headsup_sensor(
         if not segments:
             return dg.SkipReason(f"no spool segment after #{state.seq}")
         segments = segments[:MAX_SEGMENTS_PER_TICK]
-        triggers = find_triggers(_events(segments), state, thresholds)
+        summaries = [segment_summary(s.path) for s in segments]
+        scan = find_triggers(
+            (cm for summary in summaries for cm in summary.coin_minutes),
+            state,
+            thresholds,
+            now_ms=int(time.time() * 1000),
+        )
+        triggers = scan.triggers
         state.seq = segments[-1].seq
+        skipped = sum(summary.skipped for summary in summaries)
+        if skipped or scan.future:
+            context.log.warning(
+                f"segments {segments[0].seq}..{state.seq}: ignored {skipped} unusable record(s)"
+                f" and {scan.future} coin-minute(s) stamped after the sensor's clock"
+            )
         requests = [
             dg.RunRequest(
                 run_key=f"headsup-{t.key}",
@@ -287,10 +301,6 @@ def build_headsup_sensor(
         return dg.SensorResult(run_requests=requests, cursor=state.to_cursor())
 
     return liquidation_headsup_sensor
-
-
-def _events(segments: Sequence[Segment]) -> list[dict]:
-    return [event for s in segments for event in read_segment(s.path).events]
 
 
 def thresholds_from_env(environ: Mapping[str, str]) -> TriggerThresholds:

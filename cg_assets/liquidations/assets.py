@@ -11,6 +11,7 @@ deleted, so the spool does not grow without end.
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from cg_assets.settings import Settings
 from cg_assets.storage.checks import SCHEMA_CHECK
 from cg_assets.tables import column_schema
 from ws_sidecar.parse import normalize_rest_order
-from ws_sidecar.spool import list_segments, prune_segments, read_segment
+from ws_sidecar.quarantine import QUARANTINE_FILE
+from ws_sidecar.spool import list_segments, prune_segments, read_segment, read_summary_file
 
 ASSET = "liquidation_orders"
 GROUP = "liquidations"
@@ -96,7 +98,17 @@ def build_liquidation_assets(
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         window = context.partition_time_window
         days = days_between(window.start, window.end)
-        ws_events, gaps, segments, outside = _read_spool(settings, config, set(days))
+        ws_events, gaps, segments, outside, problems = _read_spool(settings, config, set(days))
+        if problems.skipped:
+            context.log.warning(
+                f"skipped {len(problems.skipped)} unusable spool record(s), e.g. "
+                + "; ".join(problems.skipped[:5])
+            )
+        if problems.quarantined:
+            context.log.warning(
+                f"the sidecar quarantined {problems.quarantined} pushed item(s) while these"
+                f" segments were written; see {settings.data_dir / QUARANTINE_FILE}"
+            )
         if outside:
             context.log.warning(
                 f"{outside} event(s) in segments {config.first_seq}..{config.last_seq} fall outside"
@@ -135,6 +147,8 @@ def build_liquidation_assets(
                 "added": counts["added"],
                 "duplicates_skipped": counts["duplicates"],
                 "outside_range": outside,
+                "quarantined_in_sidecar": problems.quarantined,
+                "invalid_in_spool": len(problems.skipped),
                 "segments_pruned": len(pruned),
                 "gaps": dg.MetadataValue.json([r.__dict__ for r in reports]),
                 "unfillable_gaps": sum(r.status == "unfillable" for r in reports),
@@ -158,17 +172,32 @@ def _day(ms: int) -> date:
     return datetime.fromtimestamp(ms / 1000, UTC).date()
 
 
+@dataclass
+class SpoolProblems:
+    """Bad input met by a batch: records its segments hold that are not usable (each as
+    "seg N line L: reason"), and the items the sidecar quarantined while writing them."""
+
+    skipped: list[str] = field(default_factory=list)
+    quarantined: int = 0
+
+
 def _read_spool(
     settings: Settings, config: LiquidationIngestConfig, days: set[date]
-) -> tuple[list[dict], list[dict], list[int], int]:
+) -> tuple[list[dict], list[dict], list[int], int, SpoolProblems]:
     ws_events: list[dict] = []
     gaps: list[dict] = []
     seqs: list[int] = []
     outside = 0
+    problems = SpoolProblems()
     for segment in list_segments(spool_dir(settings), after_seq=config.first_seq - 1):
         if 0 <= config.last_seq < segment.seq:
             break
         contents = read_segment(segment.path)
+        summary = read_summary_file(segment.path)
+        problems.quarantined += summary.quarantined if summary else 0
+        problems.skipped += [
+            f"seg {segment.seq} line {r.line}: {r.reason}" for r in contents.skipped
+        ]
         seqs.append(segment.seq)
         gaps.extend(contents.gaps)
         for event in contents.events:
@@ -176,7 +205,7 @@ def _read_spool(
                 ws_events.append(event)
             else:
                 outside += 1
-    return ws_events, gaps, seqs, outside
+    return ws_events, gaps, seqs, outside, problems
 
 
 def _fill_gaps(

@@ -39,8 +39,12 @@ LATE_EVENT_SLACK_MS = 10 * 60_000
 
 
 def batch_days(segments: list[Segment], first_day: date, today: date) -> tuple[date, date]:
-    """The partition range a batch of segments can touch, clipped to the partitions that exist."""
-    bounds = [segment_time_bounds(s.path) for s in segments]
+    """The partition range a batch of segments can touch, clipped to the partitions that exist.
+    The bounds come from usable records only, so a bad timestamp cannot stop the sensor; a
+    batch with none at all (every line corrupt) gets today, where its run finds nothing."""
+    bounds = [b for s in segments if (b := segment_time_bounds(s.path)) is not None]
+    if not bounds:
+        return today, today
     lo = min(b[0] for b in bounds) - LATE_EVENT_SLACK_MS
     hi = max(b[1] for b in bounds)
     start = max(datetime.fromtimestamp(lo / 1000, UTC).date(), first_day)

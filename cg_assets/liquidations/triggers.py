@@ -1,10 +1,18 @@
-"""Large-liquidation triggers for the heads-up flow, found in spool events as they arrive.
+"""Large-liquidation triggers for the heads-up flow, found in the spool's segment summaries.
 
 A coin triggers once per minute, on whichever comes first: a single liquidation of at least
-`single_usd`, or the minute's liquidations adding up to `minute_usd`. Minute totals span
-sensor ticks (a cascade rarely fits in one batch of segments), so they travel in the sensor's
-cursor along with the minutes that already fired; both are trimmed to the last few minutes so
-the cursor stays small.
+`single_usd`, or the minute's liquidations adding up to `minute_usd`. The sensor reads
+per-segment summaries (`ws_sidecar.summary`: per coin and minute, each side's USD and the
+largest order), never the events themselves, so a tick stays cheap at any event rate; a limit
+is therefore noticed at the end of the segment that crossed it. Minute totals span sensor ticks
+(a cascade rarely fits in one batch of segments), so they travel in the sensor's cursor along
+with the minutes that already fired; both are trimmed to the last few minutes so the cursor
+stays small.
+
+Nothing in the state may lie after the sensor's clock: a coin-minute stamped later (a bad
+timestamp the sidecar let through, or an older segment) is ignored, and a cursor that already
+holds one (written before timestamps were validated) is cut back, because a minute in the
+future would make every real minute look too old to warn about.
 """
 
 from __future__ import annotations
@@ -13,7 +21,8 @@ import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
-MINUTE_MS = 60_000
+from ws_sidecar.summary import MINUTE_MS, CoinMinute
+
 KEEP_MINUTES = 3
 LARGEST_FIELDS = ("exchange", "pair", "side", "price", "usd_value", "time")
 
@@ -38,8 +47,10 @@ class Trigger:
     usd: float  # the single order's value, or the minute's total so far
     long_usd: float  # liquidated longs in the minute so far
     short_usd: float  # liquidated shorts in the minute so far
-    largest: dict  # the largest order seen in the minute so far (a spool event)
-    received_at: int  # ms, when the sidecar received the order that crossed the limit
+    largest: dict  # the largest order seen in the minute so far (LARGEST_FIELDS)
+    # ms, when the sidecar received the single order over the limit, or (a minute's total)
+    # the earliest order of the segment that crossed it: never later than the crossing.
+    received_at: int
 
     @property
     def key(self) -> str:
@@ -68,51 +79,82 @@ class TriggerState:
     def from_cursor(cls, cursor: str | None) -> TriggerState:
         return cls(**json.loads(cursor)) if cursor else cls()
 
+    @property
+    def oldest(self) -> int:
+        """The oldest minute still worth a warning."""
+        return self.newest - (KEEP_MINUTES - 1) * MINUTE_MS
+
+    def keep(self, oldest: int, newest: int) -> None:
+        """Forget the minutes, and the fired coin-minutes, outside [oldest, newest]."""
+        self.minutes = {
+            coin: kept
+            for coin, minutes in self.minutes.items()
+            if (kept := {m: t for m, t in minutes.items() if oldest <= int(m) <= newest})
+        }
+        self.fired = sorted(k for k in self.fired if oldest <= _minute_of(k) <= newest)
+
+
+@dataclass
+class Scan:
+    """What `find_triggers` found, and how many coin-minutes it ignored for lying after the
+    clock (too-late ones are normal and not counted)."""
+
+    triggers: list[Trigger]
+    future: int = 0
+
 
 def find_triggers(
-    events: Iterable[dict], state: TriggerState, thresholds: TriggerThresholds
-) -> list[Trigger]:
-    """Triggers among `events` (spool events in receipt order); updates `state`. Events from
-    minutes older than the kept window are too late to warn about and are ignored."""
+    coin_minutes: Iterable[CoinMinute],
+    state: TriggerState,
+    thresholds: TriggerThresholds,
+    now_ms: int,
+) -> Scan:
+    """Triggers among segment summaries' coin-minutes (segments in order); updates `state`,
+    which never moves past the minute of `now_ms`. Minutes older than the kept window are too
+    late to warn about and are ignored."""
+    now_minute = now_ms - now_ms % MINUTE_MS
+    state.newest = min(state.newest, now_minute)
+    state.keep(state.oldest, now_minute)
     fired = set(state.fired)
-    found: list[Trigger] = []
-    for event in events:
-        minute = int(event["time"]) // MINUTE_MS * MINUTE_MS
-        if minute < state.newest - (KEEP_MINUTES - 1) * MINUTE_MS:
+    scan = Scan([])
+    for cm in coin_minutes:
+        if cm.minute > now_minute:
+            scan.future += 1
             continue
-        state.newest = max(state.newest, minute)
-        coin, usd = event["symbol"], float(event["usd_value"])
-        totals = state.minutes.setdefault(coin, {}).setdefault(str(minute), [0.0, 0.0, None])
-        totals[0 if event["side"] == "long" else 1] += usd
-        if totals[2] is None or usd > totals[2]["usd_value"]:
-            totals[2] = {k: event[k] for k in LARGEST_FIELDS}
-        key = f"{coin}-{minute}"
+        if cm.minute < state.oldest:
+            continue
+        state.newest = max(state.newest, cm.minute)
+        totals = state.minutes.setdefault(cm.coin, {}).setdefault(str(cm.minute), [0.0, 0.0, None])
+        totals[0] += cm.long_usd
+        totals[1] += cm.short_usd
+        if totals[2] is None or cm.largest["usd_value"] > totals[2]["usd_value"]:
+            totals[2] = {k: cm.largest[k] for k in LARGEST_FIELDS}
+        key = f"{cm.coin}-{cm.minute}"
         if key in fired:
             continue
-        if usd >= thresholds.single_usd:
-            kind, amount = "single", usd
+        if cm.largest["usd_value"] >= thresholds.single_usd:
+            kind, amount, received_at = "single", cm.largest["usd_value"], cm.largest["received_at"]
         elif totals[0] + totals[1] >= thresholds.minute_usd:
-            kind, amount = "minute", totals[0] + totals[1]
+            kind, amount, received_at = "minute", totals[0] + totals[1], cm.first_received_at
         else:
             continue
         fired.add(key)
-        found.append(
+        scan.triggers.append(
             Trigger(
-                coin=coin,
-                minute=minute,
+                coin=cm.coin,
+                minute=cm.minute,
                 kind=kind,
                 usd=amount,
                 long_usd=totals[0],
                 short_usd=totals[1],
                 largest=totals[2],
-                received_at=int(event["received_at"]),
+                received_at=received_at,
             )
         )
-    oldest = state.newest - (KEEP_MINUTES - 1) * MINUTE_MS
-    state.minutes = {
-        coin: kept
-        for coin, minutes in state.minutes.items()
-        if (kept := {m: t for m, t in minutes.items() if int(m) >= oldest})
-    }
-    state.fired = sorted(k for k in fired if int(k.rsplit("-", 1)[1]) >= oldest)
-    return found
+    state.fired = sorted(fired)
+    state.keep(state.oldest, now_minute)
+    return scan
+
+
+def _minute_of(key: str) -> int:
+    return int(key.rsplit("-", 1)[1])

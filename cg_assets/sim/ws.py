@@ -5,7 +5,8 @@ with no acknowledgement, plain-text `ping`/`pong` keepalive, two channel names w
 styles (`liquidationOrders` camelCase, `liquidation_orders` snake_case; both with side 1 = long
 liquidated, 2 = short liquidated), and batches of events per frame. Faults that a long-running
 consumer meets in production can be switched on per instance at runtime: server-side closes,
-unanswered pings, malformed frames, a stalled socket and a restart on the same port.
+unanswered pings, malformed frames, poisoned timestamps, a stalled socket and a restart on
+the same port.
 
 The server runs its own asyncio loop in a background thread, so synchronous tests, the CLI and
 benchmarks can drive it. Every `push_interval_s` it advances the feed and queues the new
@@ -54,6 +55,7 @@ class _Frame:
     seq: np.ndarray
     time: np.ndarray
     malformed: bool = False
+    poisoned: int = 0  # events sent with a poisoned timestamp, not in `seq`/`time`
 
 
 _PONG = _Frame("pong", "", np.empty(0, np.int64), np.empty(0, np.int64))
@@ -70,7 +72,10 @@ class WsFaults:
     sent broken, drawn from a seeded RNG; their events are lost), `stall` (True: the server
     stops reading and sending on every connection, new ones included, so not even protocol
     pongs go out, while sockets stay open; events generated meanwhile are dropped, frames
-    already queued go out on recovery). Actions: `close_connections()` and `restart()`.
+    already queued go out on recovery). Actions: `close_connections()`, `restart()` and
+    `poison_next(n)`: the next n events pushed carry their time in microseconds, as from a feed
+    whose clock unit changed; a consumer must refuse them, so they count in `poisoned_events`,
+    not `events_sent` (REST keeps their true copy).
     """
 
     def __init__(self, sim: WsSimulator, seed: int = 0) -> None:
@@ -79,6 +84,8 @@ class WsFaults:
         self.answer_pings = True
         self._malformed_rate = 0.0
         self._stall = False
+        self._poison = 0
+        self._poison_lock = threading.Lock()  # set by tests' threads, taken by the loop's
 
     @property
     def malformed_rate(self) -> float:
@@ -105,6 +112,20 @@ class WsFaults:
             return None
         return self._rng.choice(MALFORMED_KINDS)
 
+    def poison_next(self, count: int = 1) -> None:
+        """Send the next `count` events with microsecond timestamps."""
+        if count < 0:
+            raise ValueError(f"count must be >= 0, got {count!r}")
+        with self._poison_lock:
+            self._poison += count
+
+    def take_poison(self, available: int) -> int:
+        """How many of the next `available` events to poison (and that many fewer to come)."""
+        with self._poison_lock:
+            taken = min(self._poison, available)
+            self._poison -= taken
+        return taken
+
     def close_connections(
         self, code: int = CloseCode.GOING_AWAY, reason: str = "simulated disconnect"
     ) -> int:
@@ -119,6 +140,7 @@ class WsFaults:
         """Switch every fault off."""
         self.answer_pings = True
         self.malformed_rate = 0.0
+        self.take_poison(self._poison)
         self.stall = False
 
 
@@ -344,6 +366,7 @@ class WsSimulator:
             self.stats.malformed_frames += 1
             return
         self.stats.events_sent += len(frame.seq)
+        self.stats.poisoned_events += frame.poisoned
         if self.record_sent:
             self.stats.sent.append(
                 SentFrame(client.id, frame.channel, _now_ms(), frame.seq.copy(), frame.time.copy())
@@ -373,21 +396,28 @@ class WsSimulator:
         for client in self._clients:
             for channel in client.channels:
                 subscribers.setdefault(channel, []).append(client)
+        poisoned = self.faults.take_poison(len(batch)) if subscribers else 0
         for channel, clients in subscribers.items():
-            for frame in self._frames(channel, batch):
+            for frame in self._frames(channel, batch, poisoned):
                 for client in clients:
                     client.queue.put_nowait(frame)
 
-    def _frames(self, channel: str, batch: EventBatch) -> list[_Frame]:
+    def _frames(self, channel: str, batch: EventBatch, poisoned: int = 0) -> list[_Frame]:
+        """The batch as frames; its first `poisoned` events carry microsecond timestamps."""
         frames = []
         for lo in range(0, len(batch), self.max_batch):
             part = batch.take(slice(lo, lo + self.max_batch))
             items = CHANNELS[channel](part)
+            bad = min(max(poisoned - lo, 0), len(items))
+            for item in items[:bad]:
+                item["time"] *= 1000
             text = dumps({"channel": channel, "data": items})
             kind = self.faults.malformed_kind()
             if kind is not None:
                 text = break_frame(kind, text, channel, items)
-            frames.append(_Frame(text, channel, part.seq, part.time, kind is not None))
+            frames.append(
+                _Frame(text, channel, part.seq[bad:], part.time[bad:], kind is not None, bad)
+            )
         return frames
 
     # ------------------------------------------------------------------ fault plumbing

@@ -24,7 +24,8 @@ class SentFrame:
 class WsStats:
     """Counters kept by the server's loop thread (the only writer); read them from anywhere.
 
-    `events_sent` counts events in well-formed frames only; `frames_sent` counts every frame,
+    `events_sent` counts events in well-formed frames only, bar `poisoned_events` (sent with a
+    poisoned timestamp, `WsFaults.poison_next`); `frames_sent` counts every frame,
     malformed ones included (also counted in `malformed_frames`). `connections` counts accepted
     connections, `rejected` those closed for their key or plan, `subscriptions` channels newly
     subscribed, `pings` plain-text pings received and `pongs` those answered, `ticks` pushes.
@@ -32,6 +33,7 @@ class WsStats:
 
     frames_sent: int = 0
     events_sent: int = 0
+    poisoned_events: int = 0
     malformed_frames: int = 0
     connections: int = 0
     rejected: int = 0

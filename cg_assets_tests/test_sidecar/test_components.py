@@ -21,10 +21,13 @@ from ws_sidecar.app import Redactor
 from ws_sidecar.config import Config
 from ws_sidecar.connection import Backoff, Connection
 from ws_sidecar.health import HealthServer, Monitor
+from ws_sidecar.parse import Reject
+from ws_sidecar.quarantine import Quarantine
 from ws_sidecar.recorder import Recorder
 from ws_sidecar.sink import SpoolSink
 from ws_sidecar.spool import SpoolWriter
 from ws_sidecar.stats import Stats, now_ms
+from ws_sidecar.summary import Tally
 
 ITEM = {
     "baseAsset": "SOL",
@@ -42,12 +45,25 @@ class FakeSink:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.tallies: list[Tally | None] = []
+        self.quarantined = 0
 
-    async def put(self, lines: list[str]) -> None:
+    async def put(self, lines: list[str], tally: Tally | None = None) -> None:
         self.lines += lines
+        self.tallies.append(tally)
+
+    def note_quarantined(self, count: int) -> None:
+        self.quarantined += count
 
     def records(self) -> list[dict]:
         return [json.loads(line) for line in self.lines]
+
+
+def recorder_for(
+    sink: FakeSink, tmp_path: Path, stats: Stats | None = None, **options: int
+) -> Recorder:
+    quarantine = Quarantine(tmp_path / "quarantine.jsonl", max_bytes=1_000_000)
+    return Recorder(sink, stats or Stats(), quarantine=quarantine, **options)
 
 
 def test_backoff_is_exponential_with_full_jitter_and_resets():
@@ -63,37 +79,87 @@ def test_backoff_is_exponential_with_full_jitter_and_resets():
     assert backoff.next_delay() <= 1
 
 
-def test_recorder_writes_events_and_one_gap_per_outage():
+def test_recorder_writes_events_and_one_gap_per_outage(tmp_path: Path):
     sink, stats = FakeSink(), Stats()
-    recorder = Recorder(sink, stats, gap_margin_ms=100, resume_from_ms=1_000)
+    t = ITEM["time"]
+    recorder = recorder_for(sink, tmp_path, stats, gap_margin_ms=100, resume_from_ms=t - 5_000)
 
     async def scenario() -> None:
-        await recorder.on_subscribed("c-1", 5_000)  # closes the previous run's gap
+        await recorder.on_subscribed("c-1", t - 1_000)  # closes the previous run's gap
         message = json.dumps({"channel": "liquidationOrders", "data": [ITEM, {"x": 1}]})
-        await recorder.on_message(message, "c-1", 6_000)
-        await recorder.on_message("garbage", "c-1", 6_001)
-        recorder.on_disconnected("c-1", "no pong within 10 s", 7_000)
-        recorder.on_disconnected("c-2", "cannot connect", 7_500)  # still the same outage
-        await recorder.on_subscribed("c-3", 9_000)
-        await recorder.on_subscribed("c-3", 9_500)  # nothing new to report
+        await recorder.on_message(message, "c-1", t + 200)
+        await recorder.on_message("garbage", "c-1", t + 201)
+        recorder.on_disconnected("c-1", "no pong within 10 s", t + 1_000)
+        recorder.on_disconnected("c-2", "cannot connect", t + 1_500)  # still the same outage
+        await recorder.on_subscribed("c-3", t + 3_000)
+        await recorder.on_subscribed("c-3", t + 3_500)  # nothing new to report
 
     asyncio.run(scenario())
     records = sink.records()
     assert [r["kind"] for r in records] == ["gap", "event", "gap"]
-    assert records[0] == {"kind": "gap", "start": 900, "end": 5_100,
+    assert records[0] == {"kind": "gap", "start": t - 5_100, "end": t - 900,
                           "reason": "sidecar was not running", "conn_id": "c-1"}  # fmt: skip
-    assert records[2] == {"kind": "gap", "start": 6_900, "end": 9_100,
+    assert records[2] == {"kind": "gap", "start": t + 900, "end": t + 3_100,
                           "reason": "c-1: no pong within 10 s", "conn_id": "c-3"}  # fmt: skip
     assert records[1]["raw"] == ITEM
+    # The event came with its frame's tally; gap records without (the summary reads them).
+    gap_tally, event_tally, gap_again = sink.tallies
+    assert (gap_tally, gap_again) == (None, None)
+    assert event_tally is not None
+    [coin_minute] = event_tally.summary().coin_minutes
+    assert (coin_minute.coin, coin_minute.long_usd) == ("SOL", ITEM["volUsd"])
     assert (stats.events_received, stats.malformed_frames, stats.malformed_items) == (1, 1, 1)
+    assert stats.quarantined_items == sink.quarantined == 1
     assert stats.last_event_time == ITEM["time"]
 
 
-def test_a_first_run_records_no_gap():
+def test_a_first_run_records_no_gap(tmp_path: Path):
     sink = FakeSink()
-    recorder = Recorder(sink, Stats(), gap_margin_ms=0)
+    recorder = recorder_for(sink, tmp_path, gap_margin_ms=0)
     asyncio.run(recorder.on_subscribed("c-1", 5_000))
     assert sink.lines == []
+
+
+def test_rejected_items_are_quarantined_with_reason_raw_value_and_receipt_time(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    sink, stats = FakeSink(), Stats()
+    recorder = recorder_for(sink, tmp_path, stats, gap_margin_ms=0)
+    received = ITEM["time"] + 150
+    poison = {**ITEM, "time": ITEM["time"] * 1000}
+    message = json.dumps({"channel": "liquidationOrders", "data": [poison, ITEM, {"x": 1}]})
+    with caplog.at_level(logging.WARNING, logger="ws_sidecar.recorder"):
+        asyncio.run(recorder.on_message(message, "c-1", received))
+    assert [r["raw"] for r in sink.records()] == [ITEM]
+    lines = (tmp_path / "quarantine.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == [
+        {
+            "reason": f"time {poison['time']} is outside its receipt time {received} minus 3600 s"
+            " to plus 300 s",
+            "received_at": received,
+            "conn_id": "c-1",
+            "raw": poison,
+        },
+        {"reason": "missing field 'exchange'", "received_at": received, "conn_id": "c-1",
+         "raw": {"x": 1}},
+    ]  # fmt: skip
+    assert (stats.quarantined_items, stats.malformed_items, sink.quarantined) == (2, 1, 2)
+    assert stats.last_event_time == ITEM["time"]  # the poisoned time went nowhere
+    assert "quarantined 2 item(s) (2 so far)" in caplog.text
+
+
+def test_the_quarantine_file_is_bounded_and_cuts_huge_items(tmp_path: Path):
+    path = tmp_path / "quarantine.jsonl"
+    quarantine = Quarantine(path, max_bytes=2_000)
+    for i in range(100):  # about 9 kB in all
+        quarantine.add([Reject(f"bad #{i}", {"i": i}, malformed=True)], 5, "c")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quarantine.jsonl", "quarantine.jsonl.1"]
+    assert all(p.stat().st_size <= 2_100 for p in tmp_path.iterdir())
+    assert json.loads(path.read_text().splitlines()[-1])["reason"] == "bad #99"
+    quarantine.add([Reject("too big", {"blob": "x" * 10_000}, malformed=False)], 5, "c")
+    line = (tmp_path / "quarantine.jsonl.1").read_text().splitlines()[-1]
+    assert len(line) < 2_200
+    assert json.loads(line)["raw"].startswith('{"blob": "xxx')  # a preview, cut
 
 
 @pytest.fixture
@@ -135,6 +201,10 @@ METRICS = {
     "ws_sidecar_reconnects_total": ("counter", "Connection attempts after the first"),
     "ws_sidecar_malformed_frames_total": ("counter", "Unparseable frames skipped"),
     "ws_sidecar_malformed_items_total": ("counter", "Items skipped as malformed"),
+    "ws_sidecar_quarantined_items_total": (
+        "counter",
+        "Items rejected by validation and written to the quarantine file",
+    ),
     "ws_sidecar_ignored_frames_total": ("counter", "Non-liquidation frames ignored"),
     "ws_sidecar_backpressure_seconds_total": (
         "counter",
@@ -170,6 +240,7 @@ def test_metrics_report_the_live_counters(monitor: Monitor):
     stats = monitor.stats
     stats.events_received, stats.events_written, stats.segments_written = 42, 40, 3
     stats.reconnects, stats.malformed_frames, stats.malformed_items = 2, 5, 6
+    stats.quarantined_items = 9
     stats.ignored_frames, stats.backpressure_s, stats.last_seq = 7, 1.25, 17
     stats.connected, stats.subscribed = True, False
     asyncio.run(monitor.sink.put(["a", "b", "c"]))  # no writer task: they stay queued
@@ -184,6 +255,7 @@ def test_metrics_report_the_live_counters(monitor: Monitor):
         "ws_sidecar_reconnects_total": 2,
         "ws_sidecar_malformed_frames_total": 5,
         "ws_sidecar_malformed_items_total": 6,
+        "ws_sidecar_quarantined_items_total": 9,
         "ws_sidecar_ignored_frames_total": 7,
         "ws_sidecar_backpressure_seconds_total": 1.25,
         "ws_sidecar_queue_depth": 3,

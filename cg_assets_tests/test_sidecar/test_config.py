@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from ws_sidecar.config import DEFAULT_WS_URL, Config, ConfigError, mask_url
+from ws_sidecar.validate import EventWindow
 
 KEY = "cg-secret-0123456789abcdef"
 
@@ -22,6 +23,18 @@ def test_defaults_are_the_production_values():
     assert (config.ping_interval_s, config.pong_timeout_s, config.watchdog_s) == (20, 10, 120)
     assert (config.segment_max_events, config.segment_max_age_s) == (5000, 1)
     assert (config.backoff_base_s, config.backoff_cap_s, config.stable_after_s) == (1, 60, 60)
+    assert config.event_window == EventWindow(lag_ms=3_600_000, lead_ms=300_000)
+    assert config.quarantine_path == Path("data/quarantine.jsonl")
+    assert config.quarantine_max_mb == 10
+
+
+def test_the_event_window_and_quarantine_size_are_settings():
+    config = Config.from_env(
+        {"CG_API_KEY": KEY, "SIDECAR_EVENT_MAX_LAG_S": "86400", "SIDECAR_EVENT_MAX_LEAD_S": "0.5",
+         "SIDECAR_QUARANTINE_MAX_MB": "0.25"}
+    )  # fmt: skip
+    assert config.event_window == EventWindow(lag_ms=86_400_000, lead_ms=500)
+    assert config.quarantine_max_mb == 0.25
 
 
 def test_the_key_goes_into_the_url_and_only_the_mask_is_shown():
@@ -62,6 +75,10 @@ def test_the_real_service_needs_a_key():
         ("SIDECAR_SEGMENT_MAX_EVENTS", "0", ">= 1"),
         ("SIDECAR_WATCHDOG_S", "10", "must exceed SIDECAR_PING_INTERVAL_S"),
         ("SIDECAR_LOG_LEVEL", "LOUD", "DEBUG, INFO"),
+        ("SIDECAR_EVENT_MAX_LAG_S", "86401", "at most 86400 s (one day)"),
+        ("SIDECAR_EVENT_MAX_LEAD_S", "0", "> 0"),
+        ("SIDECAR_QUARANTINE_MAX_MB", "lots", "number of megabytes"),
+        ("SIDECAR_QUARANTINE_MAX_MB", "-1", "megabytes > 0"),
     ],
 )
 def test_bad_values_are_reported_with_variable_and_value(name, value, expected):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ws_sidecar.parse import (
+    InvalidItem,
     display_exchange,
     event_id,
     item_texts,
@@ -16,6 +18,7 @@ from ws_sidecar.parse import (
     normalize_ws_item,
     parse_frame,
 )
+from ws_sidecar.validate import EventWindow
 
 CAMEL = {
     "baseAsset": "BTC",
@@ -47,15 +50,16 @@ REST = {
 }
 
 
+RECEIVED = 1745216319400  # 137 ms after the liquidation
+
+
 def frame(channel: str, items: list) -> str:
     return json.dumps({"channel": channel, "data": items})
 
 
 def test_both_ws_styles_normalise_to_the_same_event():
-    camel = normalize_ws_item(CAMEL, "c1", 1745216319400)
-    snake = normalize_ws_item(SNAKE, "c1", 1745216319400)
-    assert camel is not None
-    assert snake is not None
+    camel = normalize_ws_item(CAMEL, "c1", RECEIVED)
+    snake = normalize_ws_item(SNAKE, "c1", RECEIVED)
     assert camel.pop("raw") == CAMEL
     assert snake.pop("raw") == SNAKE
     assert camel == snake
@@ -78,8 +82,7 @@ def test_both_ws_styles_normalise_to_the_same_event():
 
 @pytest.mark.parametrize(("code", "side"), [(1, "long"), (2, "short"), ("1", "long")])
 def test_ws_side_names_the_liquidated_side(code, side):
-    event = normalize_ws_item({**CAMEL, "side": code}, "c1", 0)
-    assert event is not None
+    event = normalize_ws_item({**CAMEL, "side": code}, "c1", RECEIVED)
     assert event["side"] == side
 
 
@@ -89,9 +92,8 @@ def test_rest_side_is_the_forced_orders_direction(code, side):
 
 
 def test_rest_and_ws_copies_of_one_liquidation_share_the_event_id():
-    ws = normalize_ws_item({**CAMEL, "side": 2}, "c1", 0)
+    ws = normalize_ws_item({**CAMEL, "side": 2}, "c1", RECEIVED)
     rest = normalize_rest_order({**REST, "side": 1})  # Buy: the short was liquidated
-    assert ws is not None
     assert rest["event_id"] == ws["event_id"]
     assert (rest["exchange"], rest["symbol"], rest["source"], rest["side"]) == (
         "Binance",
@@ -148,32 +150,70 @@ def test_exchange_display_names(name, display):
 
 
 @pytest.mark.parametrize(
-    "item",
+    ("item", "reason"),
     [
-        {k: v for k, v in CAMEL.items() if k != "volUsd"},
-        {**CAMEL, "side": 3},
-        {**CAMEL, "side": [1]},
-        {**CAMEL, "price": "abc"},
-        {**CAMEL, "price": -1.0},
-        {**CAMEL, "price": float("nan")},
-        {**CAMEL, "volUsd": float("inf")},
-        {**CAMEL, "time": None},
-        {**CAMEL, "exName": ""},
-        {**CAMEL, "symbol": 5},
-        {"symbol": "BTCUSDT"},
-        "not an object",
-        None,
+        ({k: v for k, v in CAMEL.items() if k != "volUsd"}, "missing field 'volUsd'"),
+        ({k: v for k, v in SNAKE.items() if k != "time"}, "missing field 'time'"),
+        ({**CAMEL, "side": [1]}, "field 'side' is not a side code: [1]"),
+        ({**CAMEL, "price": "abc"}, "field 'price' is not a number: 'abc'"),
+        ({**CAMEL, "time": None}, "field 'time' is not a number: None"),
+        ({**CAMEL, "time": float("nan")}, "field 'time' is not a number: nan"),
+        ({"symbol": "BTCUSDT"}, "missing field 'exchange'"),
+        ("not an object", "item is not a JSON object: 'not an object'"),
+        (None, "item is not a JSON object: None"),
     ],
 )
-def test_unusable_items_are_rejected(item):
-    assert normalize_ws_item(item, "c1", 0) is None
+def test_malformed_items_are_rejected_naming_the_field(item, reason):
+    with pytest.raises(InvalidItem) as info:
+        normalize_ws_item(item, "c1", RECEIVED)
+    assert str(info.value) == reason
+    assert info.value.malformed
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        ({**CAMEL, "side": 3}, "field 'side' must be 1 (long) or 2 (short), got 3"),
+        ({**CAMEL, "price": -1.0}, "field 'price' must be a finite number > 0, got -1.0"),
+        ({**CAMEL, "price": float("nan")}, "field 'price' must be a finite number > 0, got nan"),
+        ({**SNAKE, "volume_usd": float("inf")}, "field 'volume_usd' must be a finite number > 0"),
+        ({**CAMEL, "volUsd": 0}, "field 'volUsd' must be a finite number > 0, got 0"),
+        ({**CAMEL, "exName": ""}, "field 'exName' must be a non-empty string, got ''"),
+        ({**CAMEL, "symbol": 5}, "field 'symbol' must be a non-empty string, got 5"),
+        ({**SNAKE, "base_asset": ""}, "field 'base_asset' must be a non-empty string"),
+        # Microseconds, seconds, and a clock off by a day: all outside the window.
+        ({**CAMEL, "time": CAMEL["time"] * 1000}, "time 1745216319263000 is outside its receipt"),
+        ({**CAMEL, "time": CAMEL["time"] // 1000}, "time 1745216319 is outside its receipt"),
+        ({**CAMEL, "time": RECEIVED + 86_400_000}, "minus 3600 s to plus 300 s"),
+    ],
+)
+def test_implausible_items_are_rejected_naming_the_field_and_value(item, reason):
+    with pytest.raises(InvalidItem, match=re.escape(reason)) as info:
+        normalize_ws_item(item, "c1", RECEIVED)
+    assert not info.value.malformed
+
+
+def test_the_time_window_is_the_callers():
+    late = {**CAMEL, "time": RECEIVED - 3_600_001}
+    with pytest.raises(InvalidItem, match="outside its receipt"):
+        normalize_ws_item(late, "c1", RECEIVED)
+    wide = EventWindow(lag_ms=7_200_000, lead_ms=0)
+    assert normalize_ws_item(late, "c1", RECEIVED, wide)["time"] == late["time"]
+    with pytest.raises(InvalidItem, match="plus 0 s"):
+        normalize_ws_item({**CAMEL, "time": RECEIVED + 1}, "c1", RECEIVED, wide)
 
 
 def test_frame_with_some_bad_items_keeps_the_good_ones():
-    parsed = parse_frame(frame("liquidationOrders", [CAMEL, {"symbol": "X"}, SNAKE]), "c1", 5)
+    poison = {**CAMEL, "time": CAMEL["time"] * 1000}
+    items = [CAMEL, {"symbol": "X"}, poison, SNAKE]
+    parsed = parse_frame(frame("liquidationOrders", items), "c1", RECEIVED)
     assert parsed.kind == "events"
-    assert parsed.rejected == 1
     assert [e["raw"] for e in parsed.events] == [CAMEL, SNAKE]
+    assert [(r.raw, r.malformed) for r in parsed.rejects] == [
+        ({"symbol": "X"}, True),
+        (poison, False),
+    ]
+    assert parsed.raw_texts == [json.dumps(CAMEL), json.dumps(SNAKE)]
 
 
 @pytest.mark.parametrize(
@@ -195,7 +235,7 @@ def test_frames_that_carry_no_liquidations(message, kind):
 
 
 def test_snake_channel_and_bytes_frames_are_accepted():
-    parsed = parse_frame(frame("liquidation_orders", [SNAKE]).encode(), "c1", 0)
+    parsed = parse_frame(frame("liquidation_orders", [SNAKE]).encode(), "c1", RECEIVED)
     assert parsed.kind == "events"
     assert len(parsed.events) == 1
 
@@ -226,6 +266,6 @@ def test_raw_texts_are_the_items_source_text():
 def test_raw_texts_fall_back_when_the_frame_is_ambiguous(message):
     items = json.loads(message)["data"]
     assert item_texts(message, items) is None
-    parsed = parse_frame(message, "c1", 0)
+    parsed = parse_frame(message, "c1", RECEIVED)
     assert parsed.raw_texts is None
     assert len(parsed.events) == 1

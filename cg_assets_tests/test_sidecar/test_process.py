@@ -7,6 +7,7 @@ against the simulator's own count of events it sent.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import signal
@@ -19,9 +20,11 @@ import pytest
 
 from cg_assets.sim import LiquidationFeed, WsSimulator
 from cg_assets_tests.sidecar_harness import REPO, Sidecar, wait_until
+from cg_assets_tests.test_sidecar.conftest import assert_same_summary
 from ws_sidecar.parse import event_id
-from ws_sidecar.spool import list_segments, read_segment
+from ws_sidecar.spool import list_segments, read_segment, read_summary_file
 from ws_sidecar.stats import now_ms
+from ws_sidecar.summary import summarize
 
 pytestmark = pytest.mark.slow
 
@@ -169,6 +172,46 @@ def test_both_payload_styles_are_spooled_alike(
         assert event["source"] == "ws"
         assert sides[event["event_id"]] == event["side"]  # the feed's own event, same side
     assert {e["side"] for e in events} == {"long", "short"}
+
+
+def test_a_poisoned_timestamp_is_quarantined_and_nothing_else_is_lost(
+    make_sidecar, ws_sim: WsSimulator, feed: LiquidationFeed
+):
+    sidecar = make_sidecar()
+    sidecar.wait_subscribed()
+    sidecar.wait_status(lambda s: s["events_written"] >= 20, 15, "20 events on disk")
+    ws_sim.faults.poison_next(3)  # three events stamped in microseconds
+    sidecar.wait_status(lambda s: s["quarantined_items"] == 3, 15, "three items quarantined")
+    events = settle(sidecar, ws_sim, feed)  # every other event, once
+    assert ws_sim.stats.poisoned_events == 3
+    assert max(e["time"] for e in events) < 10**14
+
+    quarantined = [
+        json.loads(line)
+        for line in (sidecar.data_dir / "quarantine.jsonl").read_text().splitlines()
+    ]
+    assert len(quarantined) == 3
+    for entry in quarantined:
+        assert entry["raw"]["time"] > 10**14
+        assert f"time {entry['raw']['time']} is outside its receipt time" in entry["reason"]
+        assert abs(entry["received_at"] - entry["raw"]["time"] // 1000) < 60_000
+    assert re.search(r"^ws_sidecar_quarantined_items_total 3\.0$", sidecar.get("/metrics").text,
+                     re.MULTILINE)  # fmt: skip
+    assert re.search(
+        r"quarantined \d item\(s\) \(\d so far\) in \S+quarantine\.jsonl: time \d+ is outside",
+        sidecar.log(),
+    )
+
+    # Every segment went out with its summary, which agrees with the segment itself and
+    # carries the quarantine count on to the ingestion runs.
+    segments = list_segments(sidecar.spool)
+    summaries = [read_summary_file(s.path) for s in segments]
+    assert None not in summaries
+    assert sum(s.quarantined for s in summaries) == 3
+    for segment, summary in zip(segments, summaries, strict=True):
+        contents = read_segment(segment.path)
+        computed = summarize(contents.events, quarantined=summary.quarantined)
+        assert_same_summary(summary, computed)
 
 
 def test_sigterm_flushes_everything_and_exits_0_within_5_s(

@@ -12,8 +12,17 @@ from pathlib import Path
 import pytest
 
 from ws_sidecar.sink import SpoolSink
-from ws_sidecar.spool import Segment, SpoolWriter, encode_record, gap_record, read_segment
+from ws_sidecar.spool import (
+    Segment,
+    SpoolWriter,
+    encode_record,
+    gap_record,
+    list_segments,
+    read_segment,
+    read_summary_file,
+)
 from ws_sidecar.stats import Stats
+from ws_sidecar.summary import SegmentSummary, Tally
 
 
 class GatedWriter(SpoolWriter):
@@ -25,16 +34,27 @@ class GatedWriter(SpoolWriter):
         self.gate.set()
         self.failures = 0
 
-    def write(self, lines: Sequence[str]) -> Segment:
+    def write(self, lines: Sequence[str], summary: SegmentSummary | None = None) -> Segment:
         self.gate.wait(10)
         if self.failures:
             self.failures -= 1
             raise OSError(28, "No space left on device")
-        return super().write(lines)
+        return super().write(lines, summary)
 
 
-def line(i: int) -> str:
-    return f'{{"kind":"event","event_id":"e{i}","time":{i}}}'
+T0 = 1_700_000_000_000
+
+
+def event(i: int, coin: str = "BTC", usd: float = 1_000.0) -> dict:
+    """A spool event in the contract's format, `i` ms after T0."""
+    return {"kind": "event", "event_id": f"e{i}", "exchange": "Binance", "pair": f"{coin}USDT",
+            "symbol": coin, "side": "long" if i % 2 else "short", "price": 90_000.0,
+            "usd_value": usd, "time": T0 + i, "received_at": T0 + i + 100, "conn_id": "c",
+            "source": "ws", "raw": {}}  # fmt: skip
+
+
+def line(i: int, coin: str = "BTC", usd: float = 1_000.0) -> str:
+    return encode_record(event(i, coin, usd))
 
 
 @pytest.fixture
@@ -45,7 +65,7 @@ def writer(tmp_path: Path):
 
 
 def segment_sizes(writer: SpoolWriter) -> list[int]:
-    return [len(read_segment(p).events) for p in sorted(writer.spool_dir.glob("seg-*.jsonl"))]
+    return [len(read_segment(s.path).events) for s in list_segments(writer.spool_dir)]
 
 
 async def until(predicate, timeout: float = 5.0) -> None:
@@ -181,3 +201,33 @@ def test_close_flushes_everything_queued(writer: GatedWriter):
 
     asyncio.run(scenario())
     assert segment_sizes(writer) == [4, 4, 2]
+
+
+def test_each_segment_carries_its_summary_and_the_quarantine_count(writer: GatedWriter):
+    """Tallies handed over with the lines make the summary; lines without one are read, and
+    so are both pieces of a frame split between two segments."""
+    stats = Stats()
+
+    async def scenario() -> None:
+        sink = SpoolSink(writer, stats, max_events=4, max_age_s=60)
+        task = asyncio.create_task(sink.run())
+        eth = [{**event(i, "ETH", 2_000.0), "side": "long"} for i in range(3)]
+        sink.note_quarantined(2)
+        await sink.put([encode_record(e) for e in eth], Tally().add_events(eth))
+        await sink.put([line(3, usd=5e6), line(4)])  # no tally: the lines are read
+        await until(lambda: stats.segments_written == 1)
+        sink.note_quarantined(1)
+        split = [event(i) for i in range(5, 12)]  # split 3 | 4 between the next two segments
+        await sink.put([encode_record(e) for e in split], Tally().add_events(split))
+        sink.close()
+        await task
+
+    asyncio.run(scenario())
+    summaries = [read_summary_file(s.path) for s in list_segments(writer.spool_dir)]
+    assert [(s.events, s.quarantined) for s in summaries] == [(4, 2), (4, 1), (4, 0)]
+    eth, btc = summaries[0].coin_minutes
+    assert (eth.coin, eth.long_usd, eth.long_count, eth.short_count) == ("ETH", 6_000.0, 3, 0)
+    assert (btc.coin, btc.long_usd, btc.largest["usd_value"]) == ("BTC", 5e6, 5e6)
+    assert btc.first_received_at == T0 + 103
+    # Segments 2 and 3 hold orders 4-7 and 8-11 (a split frame's pieces, read from lines).
+    assert [s.coin_minutes[0].long_count for s in summaries[1:]] == [2, 2]

@@ -65,6 +65,26 @@ def test_malformed_frames(ws_sim):
         ws_sim.faults.malformed_rate = 1.5
 
 
+def test_poisoned_events_carry_microsecond_timestamps(ws_sim):
+    async def scenario() -> list[dict]:
+        async with ws_connect(ws_sim.url) as client:
+            await client.subscribe("liquidationOrders")
+            await client.push()
+            ws_sim.faults.poison_next(2)
+            items: list[dict] = []
+            while sum(i["time"] > 10**14 for i in items) < 2 or len(items) < 10:
+                items += (await client.push())["data"]
+            await until(lambda: ws_sim.stats.poisoned_events == 2)
+            return items
+
+    poisoned = [i["time"] > 10**14 for i in asyncio.run(scenario())]
+    assert sum(poisoned) == 2
+    first = poisoned.index(True)
+    assert poisoned[first : first + 2] == [True, True]  # the next two, in a row
+    with pytest.raises(ValueError, match="count must be >= 0"):
+        ws_sim.faults.poison_next(-1)
+
+
 def test_stall_keeps_the_socket_open_but_silent_then_recovers(ws_sim):
     async def scenario() -> None:
         async with ws_connect(ws_sim.url) as client:
@@ -128,5 +148,7 @@ def test_stop_then_start_refuses_connections_meanwhile(live_feed):
 def test_clear_switches_every_fault_off(ws_sim):
     faults = ws_sim.faults
     faults.answer_pings, faults.malformed_rate, faults.stall = False, 0.5, True
+    faults.poison_next(3)
     faults.clear()
     assert (faults.answer_pings, faults.malformed_rate, faults.stall) == (True, 0.0, False)
+    assert faults.take_poison(10) == 0
