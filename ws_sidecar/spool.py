@@ -35,6 +35,7 @@ __all__ = [
     "SegmentContents",
     "SpoolBusyError",
     "SpoolWriter",
+    "count_records",
     "encode_record",
     "encode_ws_event",
     "event_id",
@@ -198,6 +199,12 @@ def segment_time_bounds(path: Path | str) -> tuple[int, int]:
     ]
     times = [int(r[k]) for r in records for k in ("time", "received_at", "start", "end") if k in r]
     return min(times), max(times)
+
+
+def count_records(path: Path | str) -> int:
+    """How many records (lines) a segment holds, without parsing them: what a consumer sizes
+    its batches by."""
+    return Path(path).read_bytes().count(b"\n")
 
 
 def prune_segments(
