@@ -196,6 +196,7 @@ def simulator_env(
         "CG_DATA_DIR": str(data_dir),
         "CG_WS_URL": f"ws://127.0.0.1:{ws_port}/ws-api",
         "SIDECAR_HEALTH_PORT": str(health_port),
+        "CG_SIDECAR": "on",
         "TELEGRAM_API_BASE_URL": standin,
         "TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN,
         "TELEGRAM_CHAT_ID": str(DEFAULT_CHAT_ID),

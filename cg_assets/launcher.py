@@ -36,6 +36,14 @@ EXEC_WITH_DEFAULT_SIGNALS = (
 # Queued runs start within about a second; four at once keep a laptop responsive. Sensors
 # are evaluated in parallel so that a slow tick (a backfill's spool batch) cannot delay the
 # liquidation heads-up sensor's.
+#
+# Weeks unattended: run monitoring fails a run that did not start within 3 minutes, and one
+# that outlives its `dagster/max_runtime` (ingestion: INGEST_MAX_RUNTIME_S), checking every
+# 30 s; under `dagster dev` the code server itself marks a run whose worker died failed
+# within a second. A run whose worker crashed (not one whose asset raised: those are the
+# assets' own business) is retried once; the liquidation ingestion opts out, its sensor
+# retries. Tick history is kept for a week (skipped ticks, the bulk, for a day) instead of
+# forever, so Dagster's storage stays small.
 DAGSTER_YAML = """\
 telemetry:
   enabled: false
@@ -46,6 +54,25 @@ run_coordinator:
     max_concurrent_runs: 4
     dequeue_interval_seconds: 1
     dequeue_use_threads: true
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  cancel_timeout_seconds: 180
+  max_resume_run_attempts: 0
+  poll_interval_seconds: 30
+run_retries:
+  enabled: true
+  max_retries: 1
+  retry_on_asset_or_op_failure: false
+retention:
+  schedule:
+    purge_after_days: 7
+  sensor:
+    purge_after_days:
+      skipped: 1
+      failure: 7
+      success: 7
+      started: 7
 sensors:
   use_threads: true
   num_workers: 4

@@ -33,7 +33,7 @@ def preflight(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
     except SettingsError as exc:
         raise SystemExit(str(exc)) from None
     warnings = []
-    if settings.plan.rank < Plan.STANDARD.rank:
+    if not settings.plan.has_websocket:
         warnings.append(
             f"CG_PLAN={settings.plan.value}: the liquidation WebSocket and the order history need"
             " Standard or higher; the sidecar is not started and liquidation_orders stays empty"
@@ -51,6 +51,20 @@ def preflight(env: Mapping[str, str]) -> tuple[Settings, list[str]]:
     return settings, warnings
 
 
+def child_env(
+    env: Mapping[str, str], settings: Settings, health_port: int, dagster_home: Path
+) -> dict[str, str]:
+    """The environment of the sidecar and `dagster dev`. `CG_SIDECAR` tells the code location
+    whether a sidecar was started, so it watches the sidecar's health only then."""
+    return {
+        **env,
+        "CG_DATA_DIR": str(settings.data_dir.resolve()),
+        "SIDECAR_HEALTH_PORT": str(health_port),
+        "DAGSTER_HOME": str(dagster_home),
+        "CG_SIDECAR": "on" if settings.sidecar_expected else "off",
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ui-port", type=int, default=3000)
@@ -65,15 +79,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"warning: {warning}", file=sys.stderr)
     data_dir = settings.data_dir.resolve()
     health_port = free_port(args.sidecar_port)
-    env.update(
-        {
-            "CG_DATA_DIR": str(data_dir),
-            "SIDECAR_HEALTH_PORT": str(health_port),
-            "DAGSTER_HOME": str(prepare_dagster_home(data_dir)),
-        }
-    )
+    env = child_env(env, settings, health_port, prepare_dagster_home(data_dir))
     with Launcher(env, data_dir) as launcher:
-        if settings.plan.rank >= Plan.STANDARD.rank:
+        if settings.sidecar_expected:
             health = f"http://127.0.0.1:{health_port}"
             sidecar = launcher.spawn("sidecar", [sys.executable, "-m", "ws_sidecar"])
             launcher.wait_http(f"{health}/health/live", sidecar, 30)

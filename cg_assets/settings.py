@@ -20,6 +20,7 @@ from typing import TypeVar
 from cg_assets.coinglass.plans import (
     INTERVAL_MS,
     PLAN_LIMITS,
+    WEBSOCKET_PLAN,
     Plan,
     interval_ms,
     lowest_plan_for_interval,
@@ -30,6 +31,17 @@ DEFAULT_API_BASE_URL = "https://open-api-v4.coinglass.com"
 DEFAULT_WS_URL = "wss://open-ws.coinglass.com/ws-api"
 DEFAULT_TELEGRAM_API_BASE_URL = "https://api.telegram.org"
 DEFAULT_START_DATE = date(2026, 1, 1)
+
+# Set by `make run` and `make demo` to say whether they started the sidecar; `auto` (running
+# the code location some other way) expects one whenever the plan has the WebSocket.
+SIDECAR_MODES = ("auto", "on", "off")
+INGEST_DEFAULTS = {
+    "INGEST_INTERVAL_S": "60",
+    "INGEST_MAX_EVENTS": "200000",
+    "INGEST_RETRY_BACKOFF_S": "60",
+    "INGEST_ALERT_AFTER_FAILURES": "3",
+    "INGEST_MAX_RUNTIME_S": "900",
+}
 
 _COIN_RE = re.compile(r"^[A-Z0-9]{1,20}$")
 T = TypeVar("T")
@@ -60,6 +72,19 @@ class Settings:
     telegram_api_base_url: str = DEFAULT_TELEGRAM_API_BASE_URL
     # Ingested spool segments older than this are deleted (the REST history reaches 7 days).
     spool_retention_days: float = 7.0
+    # Whether a ws_sidecar runs for this code location, so its health is watched.
+    sidecar_expected: bool = True
+    # At most one liquidation ingestion run per this many seconds (the heads-up path reads
+    # the spool itself, so its latency does not depend on it).
+    ingest_interval_s: int = 60
+    # Spool records one ingestion run takes at most, so its memory stays bounded.
+    ingest_max_events: int = 200_000
+    # The wait before re-requesting a failed ingestion, doubling per consecutive failure.
+    ingest_retry_backoff_s: int = 60
+    # Consecutive failed ingestion runs that page the ops chat.
+    ingest_alert_after_failures: int = 3
+    # An ingestion run still going after this long is stuck: run monitoring fails it.
+    ingest_max_runtime_s: int = 900
 
     @property
     def interval_ms(self) -> int:
@@ -108,6 +133,16 @@ class Settings:
         retention = _parse(
             problems, "SPOOL_RETENTION_DAYS", get("SPOOL_RETENTION_DAYS", "7"), _retention_days
         )
+        sidecar = _parse(problems, "CG_SIDECAR", get("CG_SIDECAR", "auto"), _sidecar_mode)
+        if sidecar == "on" and plan and not plan.has_websocket:
+            problems.append(
+                f"CG_SIDECAR='on': the liquidation WebSocket needs the {WEBSOCKET_PLAN.label}"
+                f" plan or higher (CG_PLAN={plan.value}); leave CG_SIDECAR unset or set it to off"
+            )
+        ingest = {
+            name: _parse(problems, name, get(name, default), _positive_int)
+            for name, default in INGEST_DEFAULTS.items()
+        }
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -123,6 +158,12 @@ class Settings:
             pair_overrides=overrides,
             telegram_api_base_url=tg_base,
             spool_retention_days=retention,
+            sidecar_expected=plan.has_websocket and sidecar != "off",
+            ingest_interval_s=ingest["INGEST_INTERVAL_S"],
+            ingest_max_events=ingest["INGEST_MAX_EVENTS"],
+            ingest_retry_backoff_s=ingest["INGEST_RETRY_BACKOFF_S"],
+            ingest_alert_after_failures=ingest["INGEST_ALERT_AFTER_FAILURES"],
+            ingest_max_runtime_s=ingest["INGEST_MAX_RUNTIME_S"],
         )
 
 
@@ -180,6 +221,21 @@ def _retention_days(value: str) -> float:
     if not 0 < days < float("inf"):
         raise ValueError("expected a positive number of days")
     return days
+
+
+def _sidecar_mode(value: str) -> str:
+    mode = value.lower()
+    if mode not in SIDECAR_MODES:
+        raise ValueError(
+            "expected auto (a sidecar runs when the plan has the WebSocket), on or off"
+        )
+    return mode
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) <= 0:
+        raise ValueError("expected a positive whole number")
+    return int(value)
 
 
 def _rate(value: str) -> int | None:

@@ -38,10 +38,20 @@ def column_schema(columns: Sequence[Column]) -> dg.TableSchema:
 
 def split_days(table: pa.Table, days: Sequence[date], column: str = "ts") -> dict[date, pa.Table]:
     """One table per UTC day in `days` by `column` (empty tables for days without rows)."""
-    day_index = pc.cast(
+    day_index = _day_index(table, column)
+    return {day: table.filter(pc.equal(day_index, (day - _EPOCH).days)) for day in days}
+
+
+def days_in(table: pa.Table, column: str = "ts") -> list[date]:
+    """The UTC days the rows of `table` fall on, by `column`, in order."""
+    indexes = pc.unique(_day_index(table, column).drop_null()).to_pylist()
+    return sorted(date.fromordinal(_EPOCH.toordinal() + i) for i in indexes)
+
+
+def _day_index(table: pa.Table, column: str) -> pa.Array:
+    return pc.cast(
         pc.floor(pc.divide(pc.cast(table[column], pa.int64()), float(_DAY_MS))), pa.int64()
     )
-    return {day: table.filter(pc.equal(day_index, (day - _EPOCH).days)) for day in days}
 
 
 @dataclass

@@ -10,9 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
+from dagster._core.definitions.run_request import InstigatorType
+from dagster._core.scheduler.instigation import TickStatus
 
-from cg_assets.launcher import free_port
+from cg_assets.launcher import free_port, prepare_dagster_home
 
 
 def test_a_free_preferred_port_is_kept_and_a_busy_one_replaced():
@@ -68,3 +71,22 @@ def test_a_second_ctrl_c_kills_what_ignores_the_first(tmp_path: Path):
     parent.wait(timeout=15)  # well before stop()'s own 20 s escalation
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)
+
+
+def test_the_instance_config_fails_dead_runs_retries_crashes_and_prunes_ticks(tmp_path: Path):
+    """`make demo` and `make run` both write this config: left alone for weeks, a run whose
+    worker died must end as failed, and tick history must not grow without end."""
+    home = prepare_dagster_home(tmp_path)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_start_timeout_seconds == 180
+        assert instance.run_monitoring_poll_interval_seconds == 30
+        assert instance.run_monitoring_max_resume_run_attempts == 0
+        assert "MONITORING" in instance.get_required_daemon_types()
+        assert instance.run_retries_enabled
+        assert instance.run_retries_max_retries == 1
+        assert not instance.run_retries_retry_on_asset_or_op_failure
+        for kind in (InstigatorType.SENSOR, InstigatorType.SCHEDULE):
+            kept = instance.get_tick_retention_settings(kind)
+            assert all(0 < days <= 7 for days in kept.values()), (kind, kept)
+        assert instance.get_tick_retention_settings(InstigatorType.SENSOR)[TickStatus.SKIPPED] == 1

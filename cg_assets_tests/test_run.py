@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cg_assets.run import preflight
+from cg_assets.run import child_env, preflight
+from cg_assets.settings import Settings
 
 KEYED = {"CG_API_KEY": "k", "TELEGRAM_BOT_TOKEN": "t", "TELEGRAM_CHAT_ID": "1"}
 
@@ -37,6 +38,19 @@ def test_plan_warnings(plan: str, interval: str, expected: list[str]):
     for warning, word in zip(warnings, expected, strict=True):
         assert word in warning
         assert f"CG_PLAN={plan}" in warning
+
+
+@pytest.mark.parametrize(
+    ("plan", "interval", "started"), [("hobbyist", "4h", False), ("standard", "1h", True)]
+)
+def test_the_code_location_learns_whether_the_sidecar_was_started(
+    plan: str, interval: str, started: bool, tmp_path: Path
+):
+    settings, _ = preflight({**KEYED, "CG_PLAN": plan, "CG_INTERVAL": interval})
+    env = child_env({**KEYED, "CG_PLAN": plan, "CG_INTERVAL": interval}, settings, 8790, tmp_path)
+    assert env["CG_SIDECAR"] == ("on" if started else "off")
+    # What `dagster dev`'s code location then reads from that environment.
+    assert Settings.from_env(env).sidecar_expected is started
 
 
 def test_no_telegram_means_recorded_not_sent():

@@ -46,6 +46,7 @@ __all__ = [
     "SkippedRecord",
     "SpoolBusyError",
     "SpoolWriter",
+    "count_records",
     "encode_record",
     "encode_ws_event",
     "event_id",
@@ -287,6 +288,12 @@ def segment_time_bounds(path: Path | str) -> tuple[int, int] | None:
 
 def _first_usable(lines: Iterable[bytes]) -> dict[str, Any] | None:
     return next((r for r, _ in map(_parse_record, lines) if r is not None), None)
+
+
+def count_records(path: Path | str) -> int:
+    """How many records (lines) a segment holds, without parsing them: what a consumer sizes
+    its batches by."""
+    return Path(path).read_bytes().count(b"\n")
 
 
 def prune_segments(

@@ -50,6 +50,11 @@ class Plan(StrEnum):
     def label(self) -> str:
         return self.value.capitalize()
 
+    @property
+    def has_websocket(self) -> bool:
+        """Whether the plan streams liquidations over WebSocket (reference §6)."""
+        return self.rank >= WEBSOCKET_PLAN.rank
+
 
 @dataclass(frozen=True)
 class PlanLimits:
@@ -86,6 +91,10 @@ PLAN_LIMITS: dict[Plan, PlanLimits] = {
     Plan.PROFESSIONAL: PlanLimits(1200, MINUTE_MS, _depth(12, 40, 60, 180, 360, 720, 720, 720)),
     Plan.ENTERPRISE: PlanLimits(6000, MINUTE_MS, _depth(12, 40, 60, 180, 360, 720, 720, 720)),
 }
+
+# The lowest plan with the `liquidationOrders` WebSocket channel (and the REST order history
+# that refills its gaps): below it there is no sidecar to run or to watch.
+WEBSOCKET_PLAN = Plan.STANDARD
 
 # Endpoint gating (reference §3): path prefix -> lowest plan that may call it.
 PLAN_GATED_PATHS: dict[str, Plan] = {

@@ -104,7 +104,8 @@ class LakeResource(dg.ConfigurableResource):
         the whole table is one day (a snapshot filed under the day it was taken). With `merge`,
         each day is read, merged with its new rows and written back under the day's lock (for
         assets that append); `merge` returns None when the day is unchanged. The metadata
-        describes the days as stored.
+        describes the days as stored; only one stored day is held at a time, so appending to
+        many large days costs the memory of one.
         """
         if split_on is None:
             [day] = days
@@ -112,11 +113,11 @@ class LakeResource(dg.ConfigurableResource):
         else:
             parts = split_days(table, days, split_on)
         files: dict[date, str] = {}
-        stored: list[pa.Table] = []
+        stored = _Stored()
         for day, part in parts.items():
             if merge is None:
                 files[day] = self.lake.write_day(asset, day, part)
-                stored.append(part)
+                stored.add(part)
                 continue
             with self.lake.lock(asset, day):
                 existing = self.lake.read_days(asset, [day])
@@ -125,10 +126,9 @@ class LakeResource(dg.ConfigurableResource):
                     files[day] = self.lake.write_day(asset, day, merged)
                 final = merged if merged is not None else existing
                 if final is not None:
-                    stored.append(final.select(table.schema.names).cast(table.schema))
+                    stored.add(final.select(table.schema.names).cast(table.schema))
         status = self.catalog.ensure_views([asset])
-        whole = pa.concat_tables(stored) if stored else table
-        return Published(files, status, _metadata(asset, whole, days, status, self.lake))
+        return Published(files, status, _metadata(asset, stored, days, status, self.lake))
 
     def checks(
         self,
@@ -154,12 +154,34 @@ class LakeResource(dg.ConfigurableResource):
         yield from check_results(outcomes, asset_key=asset, selected=wanted)
 
 
+@dataclass
+class _Stored:
+    """What `_metadata` needs of the stored days, gathered one day at a time."""
+
+    rows: int = 0
+    first_ts: datetime | None = None
+    last_ts: datetime | None = None
+    tail: pa.Table | None = None
+
+    def add(self, day: pa.Table) -> None:
+        self.rows += day.num_rows
+        if not day.num_rows:
+            return
+        if "ts" in day.column_names:
+            bounds = pc.min_max(day["ts"])
+            low, high = bounds["min"].as_py(), bounds["max"].as_py()
+            self.first_ts = low if self.first_ts is None else min(self.first_ts, low)
+            self.last_ts = high if self.last_ts is None else max(self.last_ts, high)
+        tail = day if self.tail is None else pa.concat_tables([self.tail, day])
+        self.tail = tail.slice(max(0, tail.num_rows - PREVIEW_ROWS))
+
+
 def _metadata(
-    asset: str, table: pa.Table, days: Sequence[date], status: CatalogStatus, lake: Lake
+    asset: str, stored: _Stored, days: Sequence[date], status: CatalogStatus, lake: Lake
 ) -> dict[str, Any]:
     first, last = min(days), max(days)
     metadata: dict[str, Any] = {
-        "dagster/row_count": table.num_rows,
+        "dagster/row_count": stored.rows,
         "days_written": len(days),
         "lake_path": dg.MetadataValue.path(lake.location(asset)),
         "catalog": status.summary,
@@ -167,12 +189,11 @@ def _metadata(
             f"```sql\nSELECT * FROM {asset}\nWHERE date BETWEEN '{first}' AND '{last}'\n```"
         ),
     }
-    if table.num_rows and "ts" in table.column_names:
-        bounds = pc.min_max(table["ts"])
-        metadata["first_ts"] = dg.MetadataValue.timestamp(bounds["min"].as_py())
-        metadata["last_ts"] = dg.MetadataValue.timestamp(bounds["max"].as_py())
-    if table.num_rows:
-        metadata["preview"] = preview(table.slice(max(0, table.num_rows - PREVIEW_ROWS)))
+    if stored.first_ts is not None:
+        metadata["first_ts"] = dg.MetadataValue.timestamp(stored.first_ts)
+        metadata["last_ts"] = dg.MetadataValue.timestamp(stored.last_ts)
+    if stored.tail is not None:
+        metadata["preview"] = preview(stored.tail)
     return metadata
 
 

@@ -33,7 +33,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from cg_assets.coinglass.plans import Plan, parse_plan
+from cg_assets.coinglass.plans import parse_plan
 from cg_assets.sim.liquidation_events import EventBatch
 from cg_assets.sim.liquidations import LiquidationFeed
 from cg_assets.sim.ws_protocol import CHANNELS, MALFORMED_KINDS, break_frame, dumps, parse_request
@@ -305,7 +305,7 @@ class WsSimulator:
             plan = self.keys[key]
         else:
             return "Invalid API key provided"
-        return "Upgrade plan" if plan.rank < Plan.STANDARD.rank else None
+        return None if plan.has_websocket else "Upgrade plan"
 
     async def _handle(self, conn: ServerConnection) -> None:
         reason = self._refusal(conn.request.path if conn.request else "")

@@ -48,6 +48,10 @@ class Lake:
     def file(self, asset: str, day: date, name: str = PART_NAME) -> str:
         return f"{self._day_dir(asset, day)}/{name}"
 
+    def _state_file(self, asset: str, name: str) -> str:
+        # Beside the day directories: no `date=` key, so no day listing or view ever reads it.
+        return f"{self.location(asset)}/{name}"
+
     def glob(self, asset: str) -> str:
         """A DuckDB pattern covering every day file of `asset` (temporary files never match)."""
         return f"{self.location(asset)}/{DAY_KEY}=*/*.parquet"
@@ -100,6 +104,17 @@ class Lake:
         self._publish(final, write)
         return final
 
+    def write_state(self, asset: str, name: str, data: bytes) -> str:
+        """A small record about the asset as a whole (not one day), replaced atomically."""
+        final = self._state_file(asset, name)
+
+        def write(tmp: str) -> None:
+            with self.fs.open_output_stream(tmp) as out:
+                out.write(data)
+
+        self._publish(final, write)
+        return final
+
     def _publish(self, final: str, write: Callable[[str], None]) -> None:
         parent, _, name = final.rpartition("/")
         self.fs.create_dir(parent, recursive=True)
@@ -117,7 +132,13 @@ class Lake:
     def lock(self, asset: str, day: date, timeout_s: float = 300.0) -> FileLock:
         """Serialises read-modify-write of one day across processes (appending assets need it;
         assets that rewrite a whole day from the API do not)."""
-        path = self.file(asset, day, ".lock")
+        return self._lock(self.file(asset, day, ".lock"), timeout_s)
+
+    def state_lock(self, asset: str, name: str, timeout_s: float = 60.0) -> FileLock:
+        """Serialises read-modify-write of one state record (`write_state`) across processes."""
+        return self._lock(self._state_file(asset, f".{name}.lock"), timeout_s)
+
+    def _lock(self, path: str, timeout_s: float) -> FileLock:
         self.fs.create_dir(path.rpartition("/")[0], recursive=True)
         return FileLock(path, timeout=timeout_s)
 
@@ -168,6 +189,14 @@ class Lake:
             ).to_arrow_table()
         finally:
             con.close()
+
+    def read_state(self, asset: str, name: str) -> bytes | None:
+        """A record written by `write_state`, or None if there is none yet."""
+        try:
+            with self.fs.open_input_stream(self._state_file(asset, name)) as stream:
+                return stream.read()
+        except FileNotFoundError:
+            return None
 
     def file_schema(self, path: str) -> pa.Schema:
         return pq.read_schema(path, filesystem=self.fs)

@@ -13,18 +13,21 @@ from cg_assets.definitions import build_resources
 from cg_assets.liquidations.assets import ASSET, build_liquidation_assets
 from cg_assets.settings import Settings
 from cg_assets.sim import SimulatorServer
-from cg_assets.storage import Lake
+from cg_assets.storage import IngestedRanges, Lake
+from cg_assets_tests.conftest import days_ago
 from cg_assets_tests.test_liquidations.conftest import day_ms, gap, write_segment, ws_event
 
 
-def ingest(settings: Settings, first: str, last: str, first_seq: int = 0, last_seq: int = -1):
+def ingest(settings: Settings, first: str, last: str, **config: int | bool):
+    """One run of the asset over days first..last; `config` as the run config (first_seq,
+    last_seq, reingest), the defaults being a manual run's."""
     orders, _ = build_liquidation_assets(settings)
     with dg.instance_for_test() as instance:
         return dg.materialize(
             [orders],
             resources=build_resources(settings),
             instance=instance,
-            run_config={"ops": {ASSET: {"config": {"first_seq": first_seq, "last_seq": last_seq}}}},
+            run_config={"ops": {ASSET: {"config": config}}},
             tags={
                 "dagster/asset_partition_range_start": first,
                 "dagster/asset_partition_range_end": last,
@@ -42,6 +45,14 @@ def stored(settings: Settings, day: str) -> list[dict]:
     return [] if table is None else table.to_pylist()
 
 
+def metadata(result: dg.ExecuteInProcessResult) -> dict:
+    return result.get_asset_materialization_events()[0].materialization.metadata
+
+
+def recorded(settings: Settings) -> list[tuple[int, int]]:
+    return IngestedRanges(Lake(settings.data_dir), ASSET).ranges()
+
+
 def test_segments_land_once_even_when_ingested_twice(settings: Settings, spool: Path):
     t = day_ms(2)
     events = [ws_event(t + i * 10, i) for i in range(50)]
@@ -52,10 +63,15 @@ def test_segments_land_once_even_when_ingested_twice(settings: Settings, spool: 
     assert first.success
     rows = stored(settings, day)
     assert sorted(r["event_id"] for r in rows) == sorted(e["event_id"] for e in events)
-    meta = first.get_asset_materialization_events()[0].materialization.metadata
+    meta = metadata(first)
     assert (meta["added"].value, meta["duplicates_skipped"].value) == (50, 10)
-    again = ingest(settings, day, day)
-    assert again.get_asset_materialization_events()[0].materialization.metadata["added"].value == 0
+    assert recorded(settings) == [(0, 1)]
+    # Nothing is pending now: a manual run takes nothing; a forced re-ingest adds nothing.
+    idle = ingest(settings, day, day)
+    assert (metadata(idle)["segments"].value, metadata(idle)["added"].value) == ("none", 0)
+    again = ingest(settings, day, day, first_seq=0, reingest=True)
+    assert metadata(again)["segments"].value == "0..1 (2)"
+    assert (metadata(again)["added"].value, metadata(again)["duplicates_skipped"].value) == (0, 60)
     assert len(stored(settings, day)) == 50
     assert [c.passed for c in first.get_asset_check_evaluations()] == [True, True, True]
 
@@ -70,15 +86,46 @@ def test_a_batch_is_limited_to_its_segments_and_split_by_day(settings: Settings,
     assert [r["event_id"] for r in stored(settings, day_of(b))] == [f"e{b}-1"]
 
 
-def test_events_outside_the_run_range_are_reported_not_lost(settings: Settings, spool: Path):
+def test_events_outside_the_run_range_are_stored_in_their_own_day(settings: Settings, spool: Path):
     a, b = day_ms(3), day_ms(2)
     write_segment(spool, 0, [ws_event(a, 0), ws_event(b, 1)])
     result = ingest(settings, day_of(b), day_of(b))
     assert result.success
-    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    meta = metadata(result)
     assert meta["outside_range"].value == 1
-    assert ingest(settings, day_of(a), day_of(a)).success
-    assert len(stored(settings, day_of(a))) == 1
+    # Recorded as ingested, so the event must be stored already: it is, in its own day.
+    assert recorded(settings) == [(0, 0)]
+    assert [r["event_id"] for r in stored(settings, day_of(a))] == [f"e{a}-0"]
+    assert [r["event_id"] for r in stored(settings, day_of(b))] == [f"e{b}-1"]
+
+
+def test_events_before_the_first_partition_are_counted_not_stored(env: dict[str, str], spool: Path):
+    settings = Settings.from_env({**env, "CG_START_DATE": days_ago(2)})
+    early, kept = day_ms(5), day_ms(1)
+    write_segment(spool, 0, [ws_event(early, 0), ws_event(kept, 1)])
+    result = ingest(settings, day_of(kept), day_of(kept))
+    assert result.success
+    assert metadata(result)["before_start_date"].value == 1
+    assert not Lake(settings.data_dir).files(ASSET, [datetime.fromisoformat(day_of(early)).date()])
+    assert len(stored(settings, day_of(kept))) == 1
+
+
+def test_a_manual_run_takes_a_bounded_batch_from_the_watermark(env: dict[str, str], spool: Path):
+    settings = Settings.from_env({**env, "INGEST_MAX_EVENTS": "10"})
+    t = day_ms(1)
+    for seq in range(6):
+        write_segment(spool, seq, [ws_event(t + seq * 100 + i, seq * 100 + i) for i in range(4)])
+    day = day_of(t)
+    first = ingest(settings, day, day, last_seq=1)  # as if an earlier batch took 0..1
+    assert recorded(settings) == [(0, 1)]
+    # The defaults: from the first segment not recorded, as many as 10 records allow.
+    manual = ingest(settings, day, day)
+    meta = metadata(manual)
+    assert (meta["segments"].value, meta["segments_waiting"].value) == ("2..3 (2)", 2)
+    assert meta["events_in_batch"].value == 8
+    assert recorded(settings) == [(0, 3)]
+    assert first.success
+    assert len(stored(settings, day)) == 16
 
 
 def test_gaps_on_a_plan_without_order_history_are_recorded_as_unfillable(
@@ -90,7 +137,7 @@ def test_gaps_on_a_plan_without_order_history_are_recorded_as_unfillable(
     requests_before = sim.stats.requests
     result = ingest(settings, day_of(t), day_of(t))
     assert result.success
-    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    meta = metadata(result)
     assert meta["unfillable_gaps"].value == 1
     [report] = meta["gaps"].value
     assert report["status"] == "unfillable"
@@ -106,7 +153,25 @@ def test_ingested_segments_past_retention_are_pruned(settings: Settings, spool: 
     for path in paths[:3]:
         os.utime(path, (week_ago, week_ago))
     result = ingest(settings, day_of(t), day_of(t), first_seq=0, last_seq=1)
-    meta = result.get_asset_materialization_events()[0].materialization.metadata
+    meta = metadata(result)
     assert meta["segments_pruned"].value == 2  # 0 and 1: ingested and past 7 days
     assert sorted(p.name for p in spool.iterdir()) == [paths[2].name, paths[3].name]
     assert len(stored(settings, day_of(t))) == 2  # the data itself stays
+
+
+def test_retention_never_deletes_a_segment_that_is_not_recorded(settings: Settings, spool: Path):
+    """A later batch (here 2..3) is stored while 0..1 are not: 0..1 stay, however old."""
+    t = day_ms(2)
+    paths = [write_segment(spool, seq, [ws_event(t + seq, seq)]) for seq in range(5)]
+    week_ago = time.time() - 8 * 86_400
+    for path in paths[:4]:
+        os.utime(path, (week_ago, week_ago))
+    result = ingest(settings, day_of(t), day_of(t), first_seq=2, last_seq=3)
+    assert result.success
+    assert metadata(result)["segments_pruned"].value == 0
+    assert [p.name for p in sorted(spool.iterdir())] == [p.name for p in paths]
+    assert recorded(settings) == [(2, 3)]
+    # Once 0..1 are stored too, everything old goes (but the newest segment).
+    ingest(settings, day_of(t), day_of(t))
+    assert recorded(settings) == [(0, 4)]
+    assert [p.name for p in spool.iterdir()] == [paths[4].name]

@@ -111,8 +111,40 @@ def test_pair_overrides_and_rate_override():
         ("CG_API_BASE_URL", "localhost:8765"),
         ("SPOOL_RETENTION_DAYS", "a week"),
         ("SPOOL_RETENTION_DAYS", "0"),
+        ("CG_SIDECAR", "maybe"),
+        ("INGEST_INTERVAL_S", "0"),
+        ("INGEST_MAX_EVENTS", "1e6"),
+        ("INGEST_RETRY_BACKOFF_S", "-1"),
+        ("INGEST_ALERT_AFTER_FAILURES", "three"),
+        ("INGEST_MAX_RUNTIME_S", "15m"),
     ],
 )
 def test_other_bad_values(name: str, value: str):
     [msg] = problems({name: value})
     assert msg.startswith(f"{name}={value!r}")
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, True),  # auto: the default plan has the WebSocket
+        ({"CG_SIDECAR": "off"}, False),
+        ({"CG_SIDECAR": "ON"}, True),
+        ({"CG_PLAN": "startup", "CG_INTERVAL": "1h"}, False),  # auto: no WebSocket
+    ],
+)
+def test_whether_a_sidecar_is_expected(env: dict[str, str], expected: bool):
+    assert Settings.from_env(env).sidecar_expected is expected
+
+
+def test_a_sidecar_cannot_be_expected_on_a_plan_without_the_websocket():
+    [msg] = problems({"CG_PLAN": "hobbyist", "CG_INTERVAL": "4h", "CG_SIDECAR": "on"})
+    assert msg.startswith("CG_SIDECAR='on': the liquidation WebSocket needs the Standard plan")
+    assert "CG_PLAN=hobbyist" in msg
+
+
+def test_ingestion_defaults():
+    s = Settings.from_env({})
+    assert (s.ingest_interval_s, s.ingest_max_events) == (60, 200_000)
+    assert (s.ingest_retry_backoff_s, s.ingest_alert_after_failures) == (60, 3)
+    assert s.ingest_max_runtime_s == 900
