@@ -354,6 +354,8 @@ def composite_table(
     interval_ms: int,
 ) -> pa.Table:
     """The composite rows from `raw_components` and `pivot_levels`, in SCHEMA."""
+    if not len(raw["ref_price"]):  # no window had a reference price: nothing to score
+        return SCHEMA.empty_table()
     symbol, end_ms = raw["symbol"], raw["end_ms"].astype(np.int64)
     ref = raw["ref_price"].astype(np.float64)
     bucket = raw["bucket"].astype(np.int64)

@@ -19,6 +19,7 @@ from cg_assets.heatmaps.composite import (
     SwingParams,
     Weights,
     composite_score,
+    composite_table,
     compute_composite,
     min_max,
     pivots,
@@ -276,3 +277,28 @@ def test_scores_check_reads_back_what_was_stored(composite_lake: Lake, tmp_path:
     broken = table.set_column(score, "score", pa.array([1.5] * table.num_rows, pa.float64()))
     resource.lake.write_day(ASSET, DAY, broken)
     assert passed() == {"schema": True, "scores_in_range": False}
+
+
+def test_no_priced_window_gives_an_empty_table_not_an_error():
+    empty = {
+        name: np.array([], dtype=dtype)
+        for name, dtype in (
+            ("symbol", object),
+            ("end_ms", np.int64),
+            ("ref_price", np.float64),
+            ("bucket", np.int64),
+            ("liq_usd", np.float64),
+            ("oi_usd", np.float64),
+        )
+    }
+    table = composite_table(
+        empty,
+        {},
+        grid=0.0025,
+        window_minutes=60,
+        weights=CompositeHeatmapConfig().weights(),
+        swing=SwingParams(),
+        interval_ms=HOUR,
+    )
+    assert table.num_rows == 0
+    assert table.schema == SCHEMA
