@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import TypeVar
 
@@ -85,6 +85,8 @@ class Settings:
     ingest_alert_after_failures: int = 3
     # An ingestion run still going after this long is stuck: run monitoring fails it.
     ingest_max_runtime_s: int = 900
+    # When (UTC) the daily heartbeat goes to the alert chat; None: no heartbeat.
+    heartbeat_at: time | None = None
 
     @property
     def interval_ms(self) -> int:
@@ -139,6 +141,7 @@ class Settings:
                 f"CG_SIDECAR='on': the liquidation WebSocket needs the {WEBSOCKET_PLAN.label}"
                 f" plan or higher (CG_PLAN={plan.value}); leave CG_SIDECAR unset or set it to off"
             )
+        heartbeat = _parse(problems, "CG_HEARTBEAT_AT", get("CG_HEARTBEAT_AT", "off"), _time_of_day)
         ingest = {
             name: _parse(problems, name, get(name, default), _positive_int)
             for name, default in INGEST_DEFAULTS.items()
@@ -164,6 +167,7 @@ class Settings:
             ingest_retry_backoff_s=ingest["INGEST_RETRY_BACKOFF_S"],
             ingest_alert_after_failures=ingest["INGEST_ALERT_AFTER_FAILURES"],
             ingest_max_runtime_s=ingest["INGEST_MAX_RUNTIME_S"],
+            heartbeat_at=heartbeat,
         )
 
 
@@ -230,6 +234,15 @@ def _sidecar_mode(value: str) -> str:
             "expected auto (a sidecar runs when the plan has the WebSocket), on or off"
         )
     return mode
+
+
+def _time_of_day(value: str) -> time | None:
+    if value.lower() == "off":
+        return None
+    try:
+        return datetime.strptime(value, "%H:%M").time()
+    except ValueError:
+        raise ValueError("expected a UTC time of day as HH:MM, e.g. 08:00, or off") from None
 
 
 def _positive_int(value: str) -> int:

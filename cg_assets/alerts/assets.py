@@ -30,6 +30,17 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 import duckdb
 
+from cg_assets.alerts import allclear
+from cg_assets.alerts.hygiene import (
+    CAP_REASON,
+    cap_reason,
+    capped_by_coin,
+    capped_note,
+    capped_since_last_sent,
+    day_start,
+    digests_counted,
+)
+from cg_assets.alerts.keys import DIGEST_PREFIX, digest_bar, digest_key
 from cg_assets.alerts.messages import SignalLine, render_digest
 from cg_assets.automation import follows_recent_inputs
 from cg_assets.partitions import days_between
@@ -41,7 +52,7 @@ from cg_assets.signals.snapshot import ASSET as SNAPSHOT
 from cg_assets.signals.snapshot import SCHEMA as SNAPSHOT_SCHEMA
 from cg_assets.storage import Lake
 from cg_assets.telegram.delivery import Outcome, deliver
-from cg_assets.telegram.ledger import AlertLedger, SignalRef
+from cg_assets.telegram.ledger import AlertLedger, AlertRecord, SignalRef
 
 if TYPE_CHECKING:
     from cg_assets.telegram.sender import TelegramSender
@@ -55,8 +66,6 @@ PREVIEW_CHARS = 1500
 # if the late input never lands.
 INPUTS_DEADLINE = timedelta(minutes=30)
 RECHECK_CRON = "37 * * * *"
-
-DIGEST_PREFIX = "digest:"
 
 # The newest evaluated bar of each configured coin within the days read, and the bars named in
 # $owed ("symbol@epoch ms") whose digests an earlier evaluation did not deliver; oldest first.
@@ -93,22 +102,6 @@ class Evaluation:
     @property
     def key(self) -> str:
         return digest_key(self.coin, self.ts)
-
-
-def digest_key(coin: str, ts: datetime) -> str:
-    """The ledger key of one coin's digest for the bar starting at `ts`."""
-    return f"{DIGEST_PREFIX}{coin}:{ts.astimezone(UTC):%Y-%m-%dT%H:%MZ}"
-
-
-def digest_bar(key: str) -> tuple[str, datetime]:
-    """(coin, bar start) of a `digest_key`; ValueError names a key of another shape."""
-    coin, _, stamp = key.removeprefix(DIGEST_PREFIX).partition(":")
-    try:
-        if not key.startswith(DIGEST_PREFIX) or not coin:
-            raise ValueError
-        return coin, datetime.strptime(stamp, "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC)
-    except ValueError:
-        raise ValueError(f"key={key!r}: expected {DIGEST_PREFIX}COIN:YYYY-MM-DDTHH:MMZ") from None
 
 
 def read_evaluations(
@@ -220,6 +213,7 @@ def build_alert_assets(
         reach = timedelta(milliseconds=settings.interval_ms * (telegram.stale_after_bars + 1))
         oldest = min([now - reach, *(ts for _, ts in owed_bars)])
         since = datetime.combine((oldest - timedelta(days=1)).date(), time_of_day.min, UTC)
+        lookback = now - allclear.LOOKBACK
         with lake.connect() as con:
             evaluations = read_evaluations(
                 con,
@@ -227,6 +221,18 @@ def build_alert_assets(
                 settings.symbols,
                 days_between(since, now + timedelta(days=1)),
                 owed_bars,
+            )
+            ended = (
+                allclear.read_ended(
+                    con,
+                    lake.lake,
+                    settings.symbols,
+                    days_between(lookback, now + timedelta(days=1)),
+                    lookback,
+                    timedelta(milliseconds=settings.interval_ms),
+                )
+                if telegram.all_clear
+                else []
             )
         gate = telegram.gate()
         chat_id, chat_setting = telegram.target()
@@ -239,37 +245,43 @@ def build_alert_assets(
             context.log.info(f"{digest.key}: {digest.reason}")
         waiting = {h.key for h in held}
         pending = [e for e in evaluations if e.signals and e.key not in waiting]
+        clears = allclear.due(ended, ledger, now, reach)
         outcomes: list[Outcome] = []
-        if gate or not pending:
-            outcomes = [
-                _deliver(context, settings, ledger, None, e, gate, chat_id, chat_setting)
-                for e in pending
+        with telegram.open_sender(gate or ("" if pending or clears else "idle")) as sender:
+            for evaluation in pending:
+                # An owed digest is judged as of when it was first decided.
+                decided = owed.get(evaluation.key)
+                as_of = datetime.fromtimestamp(decided.created_at, UTC) if decided else now
+                reason = gate or stale_reason(
+                    evaluation.snapshot, as_of, settings.interval_ms, telegram.stale_after_bars
+                )
+                notes: list[str] = []
+                if not reason and telegram.daily_cap:
+                    reason, notes = _daily_cap(ledger, evaluation, now, telegram.daily_cap)
+                outcomes.append(
+                    _deliver(
+                        context,
+                        settings,
+                        ledger,
+                        sender,
+                        evaluation,
+                        reason,
+                        chat_id,
+                        chat_setting,
+                        notes,
+                    )
+                )
+            cleared = [
+                allclear.send(ledger, sender, clear, chat_id, chat_setting, gate)
+                for clear in clears
             ]
-        else:
-            with telegram.sender() as sender:
-                for evaluation in pending:
-                    # An owed digest is judged as of when it was first decided.
-                    decided = owed.get(evaluation.key)
-                    as_of = datetime.fromtimestamp(decided.created_at, UTC) if decided else now
-                    stale = stale_reason(
-                        evaluation.snapshot, as_of, settings.interval_ms, telegram.stale_after_bars
-                    )
-                    outcomes.append(
-                        _deliver(
-                            context,
-                            settings,
-                            ledger,
-                            sender,
-                            evaluation,
-                            stale,
-                            chat_id,
-                            chat_setting,
-                        )
-                    )
+        for outcome in cleared:
+            context.log.info(f"{outcome.key}: {outcome.status} {outcome.reason}".strip())
+        today = ledger.records(since=day_start(now).timestamp())
         yield dg.MaterializeResult(
-            metadata=_metadata(evaluations, outcomes, held, ledger, list(owed))
+            metadata=_metadata(evaluations, outcomes, held, ledger, list(owed), cleared, today)
         )
-        failed = [o for o in outcomes if o.status in ("failed", "unknown")]
+        failed = [o for o in [*outcomes, *cleared] if o.status in ("failed", "unknown")]
         yield dg.AssetCheckResult(
             check_name="delivered",
             passed=not failed,
@@ -289,6 +301,7 @@ def _deliver(
     suppress_reason: str,
     chat_id: str,
     chat_setting: str,
+    notes: Sequence[str] = (),
 ) -> Outcome:
     lines = {s.rule: s for s in evaluation.signals}
 
@@ -299,6 +312,7 @@ def _deliver(
             [lines[s.rule] for s in fresh],
             also_active=[lines[s.rule] for s, _ in held],
             interval=settings.interval,
+            notes=notes,
         )
 
     outcome = deliver(
@@ -322,12 +336,31 @@ def _deliver(
     return outcome
 
 
+def _daily_cap(
+    ledger: AlertLedger, evaluation: Evaluation, now: datetime, cap: int
+) -> tuple[str, list[str]]:
+    """(why the digest is capped, '' if it is not; the line reporting earlier capped digests
+    that it then carries). Counted from the ledger as it stands: two runs deciding the same
+    coin at the same moment could together exceed the cap by one."""
+    coin = evaluation.coin
+    midnight = day_start(now)
+    recent = ledger.records(coin=coin, since=(midnight - timedelta(days=1)).timestamp())
+    today = [r for r in recent if r.created_at >= midnight.timestamp()]
+    reason = cap_reason(coin, digests_counted(today, coin, evaluation.key), cap)
+    if reason:
+        return reason, []
+    note = capped_note(coin, capped_since_last_sent(recent, coin), cap)
+    return "", [note] if note else []
+
+
 def _metadata(
     evaluations: Sequence[Evaluation],
     outcomes: Sequence[Outcome],
     held: Sequence[Held],
     ledger: AlertLedger,
     owed: Sequence[str],
+    cleared: Sequence[Outcome],
+    today: Sequence[AlertRecord],
 ) -> dict[str, Any]:
     statuses = ("sent", "suppressed", "failed", "unknown", "skipped")
     counts = {s: sum(o.status == s for o in outcomes) for s in statuses}
@@ -347,6 +380,10 @@ def _metadata(
         else "no signals on the newest bars",
         "preview": dg.MetadataValue.text(shown.text[:PREVIEW_CHARS]) if shown else "",
         "owed": dg.MetadataValue.json(list(owed)),
+        "capped": sum(o.reason.startswith(CAP_REASON) for o in outcomes),
+        "capped_today": dg.MetadataValue.json(capped_by_coin(today)),
+        "all_clear_sent": sum(o.status == "sent" for o in cleared),
+        "all_clears": dg.MetadataValue.json({o.key: o.status for o in cleared}),
         "ledger": str(ledger.path),
     }
 

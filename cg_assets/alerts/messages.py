@@ -72,12 +72,14 @@ def render_digest(
     also_active: Sequence[SignalLine] = (),
     interval: str = "1h",
     limit: int = MAX_MESSAGE_LENGTH - REPEAT_NOTICE_LENGTH,
+    notes: Sequence[str] = (),
 ) -> list[str]:
     """The message(s) for one coin: signals by level, the market snapshot, the footer.
 
     `snapshot` is a `market_snapshot` row (nulls allowed); `also_active` are signals that still
-    hold but were alerted recently, listed by name only so they are not repeated. Each part
-    leaves room for the possible-repeat notice a resend opens with.
+    hold but were alerted recently, listed by name only so they are not repeated; `notes` are
+    lines of HTML about the delivery (e.g. digests the daily cap held back), shown above the
+    footer. Each part leaves room for the possible-repeat notice a resend opens with.
     """
     if not signals:
         raise ValueError(f"no signals to render for {coin!r}")
@@ -100,6 +102,8 @@ def render_digest(
     if also_active:
         names = ", ".join(escape(s.rule) for s in also_active)
         lines += ["", f"Also active, alerted earlier: {names}"]
+    if notes:
+        lines += ["", *notes]
     lines += ["", FOOTER]
     return split_message("\n".join(lines), limit)
 

@@ -24,7 +24,13 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from cg_assets.settings import DEFAULT_TELEGRAM_API_BASE_URL, Settings
-from cg_assets.telegram.delivery import CHAT_SETTING, TOKEN_SETTING, Outcome, deliver
+from cg_assets.telegram.delivery import (
+    CAP_SETTING,
+    CHAT_SETTING,
+    TOKEN_SETTING,
+    Outcome,
+    deliver,
+)
 from cg_assets.telegram.ledger import AlertLedger, Policy, SignalRef, ledger_path
 
 if TYPE_CHECKING:
@@ -33,20 +39,33 @@ if TYPE_CHECKING:
 OPS_CHAT_SETTING = "TELEGRAM_OPS_CHAT_ID"
 OPS = "ops"
 ENABLED_SETTING = "ALERTS_ENABLED"
+ALL_CLEAR_SETTING = "ALERT_ALL_CLEAR"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
-def parse_enabled(value: str) -> bool:
-    """ALERTS_ENABLED as a bool (empty = enabled); ValueError names the variable and value."""
+def parse_enabled(value: str, name: str = ENABLED_SETTING) -> bool:
+    """A switch such as ALERTS_ENABLED as a bool (empty = enabled); ValueError names the
+    variable and value."""
     text = value.strip().lower()
     if text in ("", *_TRUE):
         return True
     if text in _FALSE:
         return False
-    raise ValueError(
-        f"{ENABLED_SETTING}={value!r}: expected true or false (also 1/0, yes/no, on/off)"
-    )
+    raise ValueError(f"{name}={value!r}: expected true or false (also 1/0, yes/no, on/off)")
+
+
+def parse_cap(value: str) -> int:
+    """ALERT_DAILY_CAP: digests per coin and UTC day (empty or 0 = no cap)."""
+    text = value.strip()
+    if not text:
+        return 0
+    if not text.isdigit():
+        raise ValueError(
+            f"{CAP_SETTING}={value!r}: expected a whole number of digests per coin and day"
+            " (0 = no cap)"
+        )
+    return int(text)
 
 
 class TelegramResource(dg.ConfigurableResource):
@@ -62,6 +81,10 @@ class TelegramResource(dg.ConfigurableResource):
     cooldown_medium_minutes: float = 60.0
     cooldown_low_minutes: float = 360.0
     stale_after_bars: float = 2.0
+    # Digests per coin and UTC day; beyond it they are recorded as suppressed (0 = no cap).
+    daily_cap: int = 0
+    # Reply "all clear" to a HIGH alert once its condition has ended.
+    all_clear: bool = True
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 15.0
     max_attempts: int = 4
@@ -158,6 +181,8 @@ def build_telegram_resource(
         ops_chat_id=optional(OPS_CHAT_SETTING),
         base_url=settings.telegram_api_base_url,
         alerts_enabled=parse_enabled(env.get(ENABLED_SETTING, "")),
+        all_clear=parse_enabled(env.get(ALL_CLEAR_SETTING, ""), ALL_CLEAR_SETTING),
+        daily_cap=parse_cap(env.get(CAP_SETTING, "")),
     )
 
 

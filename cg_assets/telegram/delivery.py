@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 TOKEN_SETTING = "TELEGRAM_BOT_TOKEN"
 CHAT_SETTING = "TELEGRAM_CHAT_ID"
+CAP_SETTING = "ALERT_DAILY_CAP"  # the per-coin daily cap that alerts' suppression reasons cite
 
 
 OutcomeStatus = Literal["sent", "failed", "unknown", "suppressed", "skipped"]

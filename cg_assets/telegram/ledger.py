@@ -555,12 +555,16 @@ class AlertLedger:
         with self._connect() as con:
             return _get(con, key)
 
-    def records(self, coin: str | None = None, status: Status | None = None) -> list[AlertRecord]:
-        """Alerts oldest first, optionally of one coin and/or one status."""
+    def records(
+        self, coin: str | None = None, status: Status | None = None, since: float | None = None
+    ) -> list[AlertRecord]:
+        """Alerts oldest first, optionally of one coin and/or one status, and first decided at
+        or after `since` (epoch seconds), so a daily count need not read the whole history."""
         sql = "SELECT * FROM alerts WHERE coalesce(:coin, coin) = coin"
-        sql += " AND coalesce(:status, status) = status ORDER BY created_at, key"
+        sql += " AND coalesce(:status, status) = status AND created_at >= coalesce(:since, 0)"
+        sql += " ORDER BY created_at, key"
         with self._connect() as con:
-            rows = con.execute(sql, {"coin": coin, "status": status}).fetchall()
+            rows = con.execute(sql, {"coin": coin, "status": status, "since": since}).fetchall()
         return [_record(row) for row in rows]
 
 
