@@ -97,12 +97,13 @@ def snapshot_row(coin: str, ts: datetime, **values: object) -> dict:
 def write_bar(
     lake: Lake,
     ts: datetime,
-    signals: dict[str, Sequence[tuple[str, str, str]]],
+    signals: dict[str, Sequence[tuple[str, ...]]],
     **snapshot_values: object,
 ) -> None:
     """Add one evaluated bar: a snapshot row per coin in `signals` and its (rule, level, title)
-    signals, filed in the bar's day like the signal assets' daily partitions hold them. Rows of
-    the same coins and bar already there are replaced, as re-running the assets would."""
+    or (rule, level, title, evidence as JSON) signals, filed in the bar's day like the signal
+    assets' daily partitions hold them. Rows of the same coins and bar already there are
+    replaced, as re-running the assets would."""
     snaps = [snapshot_row(coin, ts, **snapshot_values) for coin in signals]
     replaced = {(ts, coin) for coin in signals}
     rows = [
@@ -112,11 +113,11 @@ def write_bar(
             "rule": rule,
             "level": level,
             "title": title,
-            "evidence": "{}",
+            "evidence": evidence[0] if evidence else "{}",
             "signal_id": f"{coin}-{rule}-{ts:%Y%m%d%H}",
         }
         for coin, fired in signals.items()
-        for rule, level, title in fired
+        for rule, level, title, *evidence in fired
     ]
     for asset, new, schema in (
         ("market_snapshot", snaps, SNAPSHOT_SCHEMA),
