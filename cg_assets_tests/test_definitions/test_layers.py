@@ -44,6 +44,8 @@ DAGSTER_FREE = (
     "cg_assets.signals.rules",
     "cg_assets.signals.percentiles",
     "cg_assets.alerts.messages",
+    "cg_assets.alerts.hygiene",
+    "cg_assets.alerts.keys",
     "cg_assets.telegram",
 )
 
