@@ -18,6 +18,11 @@ passed, and then the message names the inputs it went without. Until then the di
 nothing is recorded in the ledger, so a later evaluation of the same bar (the refresh landed,
 `signals` re-ran) decides afresh and the corrected bar alerts once. The snapshot never fills
 a missing input from an earlier bar, so a late refresh can no longer repeat the bar before.
+
+Hygiene (`hygiene`, `allclear`): after the digests, each HIGH episode that has ended (with
+hysteresis) gets an "all clear" in reply to its first HIGH digest; with ALERT_DAILY_CAP, a
+coin's digests beyond the cap for the UTC day are recorded as suppressed, and the coin's next
+digest that goes out says how many were held back.
 """
 
 import time
@@ -193,7 +198,8 @@ def build_alert_assets(
         automation_condition=follows_recent_inputs(recheck_cron=RECHECK_CRON),
         kinds={"telegram", "duckdb"},
         description="One Telegram digest per coin for its newest evaluated bar, de-duplicated"
-        " and cooled down through the alert ledger.",
+        " and cooled down through the alert ledger, and an all clear in reply to a HIGH alert"
+        " whose condition has ended.",
         check_specs=[
             dg.AssetCheckSpec(
                 "delivered",
@@ -247,7 +253,9 @@ def build_alert_assets(
         pending = [e for e in evaluations if e.signals and e.key not in waiting]
         clears = allclear.due(ended, ledger, now, reach)
         outcomes: list[Outcome] = []
-        with telegram.open_sender(gate or ("" if pending or clears else "idle")) as sender:
+        # A sender only when there is something to send and nothing gates it.
+        idle = "" if pending or clears else "nothing to send"
+        with telegram.open_sender(gate or idle) as sender:
             for evaluation in pending:
                 # An owed digest is judged as of when it was first decided.
                 decided = owed.get(evaluation.key)

@@ -103,6 +103,8 @@ SCHEMA = (
     """,
     "CREATE INDEX IF NOT EXISTS alert_signals_by_rule ON alert_signals (coin, rule)",
     "CREATE INDEX IF NOT EXISTS alerts_by_status ON alerts (status, claimed_at)",
+    # `records(since=)`: the daily cap and the heartbeat read a day of a year's ledger.
+    "CREATE INDEX IF NOT EXISTS alerts_by_created ON alerts (created_at)",
 )
 
 # Version 0 (before claims had owners) -> 1. Its `pending` rows may have been mid-send, and its

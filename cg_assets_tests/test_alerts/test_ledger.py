@@ -457,3 +457,18 @@ def test_a_ledger_of_the_previous_schema_is_migrated(tmp_path, clock):
     assert ledger.claim("pending", "pending", [HIGH], "1").reason == "being sent by another run"
     clock.advance(10)
     assert ledger.claim("pending", "pending", [HIGH], "1").repeat
+
+
+def test_records_since_a_time_are_those_first_decided_then_or_later(ledger, clock):
+    sent(ledger, "a", HIGH)
+    clock.advance(60)
+    boundary = clock()
+    sent(ledger, "b", HIGH, coin="ETH")
+    clock.advance(60)
+    ledger.suppress("c", "BTC", [HIGH], "1", "suppressed: test")
+    clock.advance(60)
+    assert not ledger.claim("a", "BTC", [HIGH], "1").granted  # decided again: still "a"'s time
+    assert [r.key for r in ledger.records(since=boundary)] == ["b", "c"]
+    assert [r.key for r in ledger.records(coin="BTC", since=boundary)] == ["c"]
+    assert [r.key for r in ledger.records(since=clock() + 1)] == []
+    assert [r.key for r in ledger.records()] == ["a", "b", "c"]
