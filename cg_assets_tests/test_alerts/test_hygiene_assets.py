@@ -12,6 +12,7 @@ from datetime import time, timedelta
 
 import dagster as dg
 
+from cg_assets.alerts.definitions import build_alert_defs
 from cg_assets.alerts.heartbeat import JOB, SCHEDULE, build_heartbeat_defs
 from cg_assets.alerts.keys import all_clear_key
 from cg_assets.resources import TelegramResource
@@ -236,8 +237,10 @@ def test_the_heartbeat_reports_the_day_once_per_day(settings, lake, telegram, cl
 
 
 def test_the_heartbeat_schedule_exists_only_when_set(settings):
-    assert build_heartbeat_defs(settings).schedules in (None, [])
-    defs = build_heartbeat_defs(dataclasses.replace(settings, heartbeat_at=time(8, 30)))
+    assert not build_heartbeat_defs(settings).schedules
+    at = dataclasses.replace(settings, heartbeat_at=time(8, 30))
+    assert [s.name for s in build_alert_defs(at).schedules or []] == [SCHEDULE]
+    defs = build_heartbeat_defs(at)
     [schedule] = defs.schedules or []
     assert (schedule.name, schedule.cron_schedule, schedule.execution_timezone) == (
         SCHEDULE,
