@@ -253,11 +253,11 @@ def scenario_for(
 
     "calm" has no episodes. "planted" plants `planted_effects` over the 120 days before the
     anchor and the live span (for the scorecard). "cascade" and "squeeze" have one episode 40
-    minutes before the top of the anchor's hour, so the latest closed hourly bar already holds
-    a complete story, then one every `every_ms` after the anchor for `live_ms`, rotating
-    through `coins` (the first one first). A live episode's build-up starts no earlier than the anchor (the past shows one
-    clean story) nor before the coin's previous flush is over, so close episodes of one coin
-    build up for less than an hour.
+    minutes before the top of the anchor's hour, so the latest closed hourly bar already holds a
+    complete story, then one every `every_ms` after the anchor for `live_ms`, rotating through
+    `coins` (the first one first). A live episode's build-up starts no earlier than the anchor
+    (the past shows one clean story) nor before the coin's previous flush is over, so close
+    episodes of one coin build up for less than an hour.
     """
     if name not in SCENARIOS:
         raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, got {name!r}")
