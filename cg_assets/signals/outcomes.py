@@ -227,6 +227,6 @@ def read_and_score(
     lake.lake.attach(con, SIGNALS, days, SIGNALS_SCHEMA)
     forward = [*days, *(days[-1] + timedelta(days=i + 1) for i in range(FORWARD_DAYS))]
     lake.lake.attach(con, PRICE.name, forward, PRICE.schema)
-    signals = con.execute(SIGNALS_SQL).to_arrow_table().to_pylist()
+    signals = con.sql(SIGNALS_SQL).to_arrow_table().to_pylist()
     bars = coin_bars(con, symbols, interval_ms)
     return outcomes_table(signals, bars, usable_horizons(interval_ms))
