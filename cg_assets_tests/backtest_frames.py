@@ -1,8 +1,9 @@
 """The scorecard's pipeline on synthetic frames: the simulator's hourly bars, the real rules,
 outcomes and scorecard, without Dagster or a lake, so many seeds run in seconds.
 
-The frames hold what the funding and liquidation rules read (coin-level funding close, long and
-short liquidations, price); the other rules' inputs are absent and those rules skipped, as the
+The frames hold what every rule but the heatmap zone reads, at coin level: funding close, OI
+and its change over the bar, long and short liquidations, retail and top-trader long shares,
+taker buy share, price. There is no composite heatmap, so the zone rule is skipped, as the
 engine skips a rule whose input is missing.
 """
 
@@ -26,7 +27,18 @@ from cg_assets.sim.scenarios import Scenario
 from cg_assets.telegram.ledger import Policy
 
 START_MS = DEFAULT_EPOCH_MS + 10 * DAY_MS
-FIELDS = ("close", "funding", "liq_long", "liq_short")
+FIELDS = (
+    "close",
+    "funding",
+    "oi",
+    "liq_long",
+    "liq_short",
+    "global_long",
+    "top_account_long",
+    "top_position_long",
+    "volume",
+    "buy",
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,8 @@ def hourly_frames(
     for coin in coins:
         b = grid.bars(coin, HOUR_MS, START_MS, end, end, FIELDS)
         v = b.v
+        oi_change = (v["oi.close"] / v["oi.open"] - 1) * 100
+        taker = v["buy"] / v["volume"] * 100
         bars[coin] = PriceBars(
             b.time,
             v["close.open"],
@@ -57,8 +71,14 @@ def hourly_frames(
                 ts=datetime.fromtimestamp(int(t) / 1000, UTC),
                 symbol=coin,
                 funding_avg_8h_pct=float(v["funding.close"][i]),
+                oi_usd=float(v["oi.close"][i]),
+                oi_change_1_pct=float(oi_change[i]),
                 long_liq_usd=float(v["liq_long"][i]),
                 short_liq_usd=float(v["liq_short"][i]),
+                retail_long_pct=float(v["global_long"][i]),
+                top_account_long_pct=float(v["top_account_long"][i]),
+                top_position_long_pct=float(v["top_position_long"][i]),
+                taker_buy_share_pct=float(taker[i]),
                 price=float(v["close.close"][i]),
             )
             for i, t in enumerate(b.time)
@@ -67,7 +87,8 @@ def hourly_frames(
 
 
 def signal_rows(snapshots: Sequence[Snapshot], t: Thresholds) -> list[dict]:
-    return [s.to_row() for snap in snapshots for s in evaluate(snap, t)]
+    """The rules over each snapshot, confluence included (the coin's signals of the bar)."""
+    return [s.to_row() for snap in snapshots for s in evaluate(snap, t, zones=None)]
 
 
 def scorecard(

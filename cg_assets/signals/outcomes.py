@@ -129,38 +129,46 @@ def coin_bars(
 def outcomes_table(
     signals: Sequence[Mapping], bars: Mapping[str, PriceBars], horizons: Mapping[str, int]
 ) -> pa.Table:
-    """One row per signal and horizon (signals: rows of `signals`)."""
-    columns: dict[str, list] = {c.name: [] for c in COLUMNS}
-    by_coin: dict[str, list[Mapping]] = {}
-    for row in signals:
-        by_coin.setdefault(row["symbol"], []).append(row)
-    for symbol, rows in sorted(by_coin.items()):
-        coin = bars.get(symbol)
-        if coin is None:
+    """One row per signal and horizon (signals: rows of `signals`; coins without bars are
+    left out)."""
+    parts = []
+    for symbol, coin in sorted(bars.items()):
+        rows = [r for r in signals if r["symbol"] == symbol]
+        if not rows:
             continue
         ts_ms = np.array([int(r["ts"].timestamp() * 1000) for r in rows], dtype=np.int64)
         side = np.array([int(predicted_side(r["rule"], json.loads(r["evidence"]))) for r in rows])
+        keys = {
+            name: pa.array([r[name] for r in rows], SCHEMA.field(name).type)
+            for name in ("ts", "symbol", "rule", "level", "signal_id")
+        }
         for horizon, horizon_ms in horizons.items():
             out = forward_returns(coin, ts_ms, horizon_ms)
-            signed = signed_returns(out.ret_pct, side)
-            mae = adverse_excursion(out.low_pct, out.high_pct, side)
-            for i, row in enumerate(rows):
-                for name in ("ts", "symbol", "rule", "level", "signal_id"):
-                    columns[name].append(row[name])
-                columns["side"].append(int(side[i]))
-                columns["horizon"].append(horizon)
-                columns["status"].append(out.status[i])
-                columns["entry_ts"].append(int(out.entry_ts_ms[i]))
-                columns["exit_ts"].append(int(out.exit_ts_ms[i]))
-                for name, values in (
-                    ("entry_price", out.entry_price),
-                    ("exit_price", out.exit_price),
-                    ("ret_pct", out.ret_pct),
-                    ("signed_pct", signed),
-                    ("mae_pct", mae),
-                ):
-                    columns[name].append(None if np.isnan(values[i]) else float(values[i]))
-    return pa.table(columns, schema=SCHEMA)
+            values = {
+                **keys,
+                "side": side,
+                "horizon": [horizon] * len(rows),
+                "status": out.status.astype(str),
+                "entry_ts": out.entry_ts_ms,
+                "exit_ts": out.exit_ts_ms,
+                "entry_price": out.entry_price,
+                "exit_price": out.exit_price,
+                "ret_pct": out.ret_pct,
+                "signed_pct": signed_returns(out.ret_pct, side),
+                "mae_pct": adverse_excursion(out.low_pct, out.high_pct, side),
+            }
+            parts.append(
+                pa.table(
+                    {
+                        c.name: pa.array(values[c.name], c.type, from_pandas=True)
+                        if not isinstance(values[c.name], pa.Array)
+                        else values[c.name]
+                        for c in COLUMNS
+                    },
+                    schema=SCHEMA,
+                )
+            )
+    return pa.concat_tables(parts) if parts else SCHEMA.empty_table()
 
 
 def build_outcomes_asset(settings: Settings) -> dg.AssetsDefinition:

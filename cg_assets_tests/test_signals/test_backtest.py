@@ -15,7 +15,7 @@ from cg_assets.signals.backtest import (
     PriceBars,
     adverse_excursion,
     bh_qvalues,
-    block_bootstrap_means,
+    block_bootstrap,
     bootstrap_mean,
     delivered,
     episodes,
@@ -151,14 +151,18 @@ def test_events_with_overlapping_windows_form_one_episode():
 def test_block_bootstrap_keeps_blocks_whole():
     # Two blocks with constant values: every resample mean is a mix of whole blocks only.
     x = np.array([1.0, 1.0, 1.0, 5.0])
-    means = block_bootstrap_means(x, np.array([0, 0, 0, 1]), 4000, np.random.default_rng(0))
-    centre = x.mean()
-    raw = centre + (means - centre) / math.sqrt(2)  # undo the k/(k-1) widening
+    mean, se, r = block_bootstrap(x, np.array([0, 0, 0, 1]), 4000, np.random.default_rng(0))
+    assert mean == 2.0
+    # Block sums 3 and 5 over 3 and 1 events: (3 - 2*3)^2 + (5 - 2*1)^2 = 18, times k/(k-1) = 2,
+    # square root over 4 events.
+    assert se == pytest.approx(math.sqrt(18 * 2) / 4)
     # Possible resamples: (A, A) = 1, (A, B) or (B, A) = 2, (B, B) = 5.
-    assert set(np.round(raw, 9)) == {1.0, 2.0, 5.0}
-    share = {v: np.mean(np.isclose(raw, v)) for v in (1.0, 2.0, 5.0)}
+    assert set(np.round(r.means, 9)) == {1.0, 2.0, 5.0}
+    share = {v: np.mean(np.isclose(r.means, v)) for v in (1.0, 2.0, 5.0)}
     assert share[2.0] == pytest.approx(0.5, abs=0.03)
     assert share[1.0] == pytest.approx(0.25, abs=0.03)
+    # A resample of one block twice has no spread between blocks.
+    assert np.all(r.ses[~np.isclose(r.means, 2.0)] == 0)
 
 
 def test_bootstrap_on_a_known_series():
@@ -179,7 +183,7 @@ def test_bootstrap_on_a_known_series():
 
 def test_bootstrap_needs_two_blocks():
     with pytest.raises(ValueError, match="at least two blocks"):
-        block_bootstrap_means(np.ones(3), np.zeros(3, dtype=int), 10, np.random.default_rng(0))
+        block_bootstrap(np.ones(3), np.zeros(3, dtype=int), 10, np.random.default_rng(0))
 
 
 def test_benjamini_hochberg_matches_the_hand_computed_q_values():

@@ -75,20 +75,19 @@ def test_in_and_out_of_sample_add_up(planted: list[dict]):
 
 @pytest.mark.slow
 def test_fdr_control_on_independent_signals_across_20_seeds():
-    """Prices of calm seed s, signals from the calm market of another seed: every null is
-    true, so a q < 0.05 is a false discovery. BH keeps their share of the tested cells under
-    5 %; the count of seeds with any discovery is reported by the assertion message."""
+    """Signals of one calm market, prices of 20 others: every null is true, so a q < 0.05 is a
+    false discovery. Under a true global null BH bounds the chance of any discovery in a table
+    by 5 %: at most 3 of 20 seeds may have one (a 5 % rate gives 4 or more in 1.6 % of runs),
+    and the false discoveries stay under 5 % of the tested cells."""
+    signals = signal_rows(hourly_frames(1000, COINS, 60).snapshots, FIXED)
     tested = discoveries = seeds_with_any = 0
     for seed in range(20):
         prices = hourly_frames(seed, COINS, 60).bars
-        signals = signal_rows(hourly_frames(seed + 1000, COINS, 60).snapshots, FIXED)
         rows = [r for r in scorecard(signals, prices, seed=seed).to_pylist() if r["q_value"]]
         found = sum(r["q_value"] < 0.05 for r in rows)
-        tested, discoveries, seeds_with_any = (
-            tested + len(rows),
-            discoveries + found,
-            (seeds_with_any + bool(found)),
-        )
-    assert tested >= 300, tested  # enough cells for the rate to mean something
+        tested += len(rows)
+        discoveries += found
+        seeds_with_any += bool(found)
+    assert tested >= 400, tested  # enough cells for the rates to mean something
+    assert seeds_with_any <= 3, (discoveries, tested, seeds_with_any)
     assert discoveries / tested <= 0.05, (discoveries, tested, seeds_with_any)
-    assert seeds_with_any <= 4, (discoveries, tested, seeds_with_any)
