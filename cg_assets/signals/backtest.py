@@ -32,7 +32,11 @@ HORIZONS: dict[str, int] = {"1h": HOUR_MS, "4h": 4 * HOUR_MS, "24h": 24 * HOUR_M
 MIN_EVENTS = 20
 MIN_EPISODES = 15
 DONE, PENDING, MISSING = "done", "pending", "missing"
-BOOTSTRAP_DRAWS = 2000
+BOOTSTRAP_DRAWS = 999
+# Below this many resamples as extreme as the sample, the resamples cannot resolve the p-value
+# (their floor is 1 / (draws + 1), which Benjamini-Hochberg multiplies by the table's size):
+# it comes from the normal tail of the studentized mean instead.
+TAIL_RESAMPLES = 10
 RANDOM_DRAWS = 500
 CONFIDENCE = 0.95
 # Resampled values held in memory at once (draws x events), so a cell of many thousand
@@ -171,17 +175,14 @@ class Resamples:
     ses: np.ndarray
 
 
-def _mean_se(
-    sums: np.ndarray, counts: np.ndarray, squares: np.ndarray, cross: np.ndarray, n2: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of the pooled events of k blocks and its block-robust standard error, over the
-    last axis: var = k/(k-1) * sum_c (S_c - mean N_c)^2 / (sum N)^2, expanded so only the
-    per-block sums of S^2, S*N and N^2 are needed."""
-    k = sums.shape[-1]
-    total = counts.sum(axis=-1)
-    mean = sums.sum(axis=-1) / total
-    spread = squares.sum(axis=-1) - 2 * mean * cross.sum(axis=-1) + mean**2 * n2.sum(axis=-1)
-    return mean, np.sqrt(np.maximum(spread, 0.0) * k / (k - 1)) / total
+def _mean_se(totals: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of the pooled events of k blocks and its block-robust standard error, from the
+    totals over the blocks of (S, N, S^2, S*N, N^2) (S: a block's sum, N: its events) in the
+    last axis: var = k/(k-1) * sum_c (S_c - mean N_c)^2 / (sum N)^2, expanded."""
+    sums, counts, squares, cross, n2 = np.moveaxis(totals, -1, 0)
+    mean = sums / counts
+    spread = squares - 2 * mean * cross + mean**2 * n2
+    return mean, np.sqrt(np.maximum(spread, 0.0) * k / (k - 1)) / counts
 
 
 def block_bootstrap(
@@ -189,7 +190,8 @@ def block_bootstrap(
 ) -> tuple[float, float, Resamples]:
     """The mean of `x` and its standard error, and `draws` resamples: the k blocks (`blocks`,
     ids 0..k-1 in order) drawn k times with replacement, each whole, so the correlation
-    inside a block is kept and blocks of overlapping windows are never split."""
+    inside a block is kept and blocks of overlapping windows are never split. A resample is
+    summed from the per-block totals it draws."""
     x = np.asarray(x, dtype=np.float64)
     blocks = np.asarray(blocks, dtype=np.int64)
     if len(x) == 0 or len(blocks) != len(x):
@@ -201,14 +203,15 @@ def block_bootstrap(
         raise ValueError("blocks: a bootstrap needs at least two blocks")
     sums = np.bincount(blocks, weights=x, minlength=k)
     counts = np.bincount(blocks, minlength=k).astype(np.float64)
-    per_block = (sums, counts, sums**2, sums * counts, counts**2)
-    mean, se = _mean_se(*per_block)
+    per_block = np.stack([sums, counts, sums**2, sums * counts, counts**2], axis=1)
+    mean, se = _mean_se(per_block.sum(axis=0), k)
     means, ses = np.empty(draws), np.empty(draws)
     per_chunk = max(1, _CHUNK_VALUES // k)
     for lo in range(0, draws, per_chunk):
         hi = min(draws, lo + per_chunk)
         idx = rng.integers(0, k, size=(hi - lo, k))
-        means[lo:hi], ses[lo:hi] = _mean_se(*(a[idx] for a in per_block))
+        totals = np.stack([per_block[:, j][idx].sum(axis=1) for j in range(5)], axis=1)
+        means[lo:hi], ses[lo:hi] = _mean_se(totals, k)
     return float(mean), float(se), Resamples(means, ses)
 
 
@@ -230,7 +233,8 @@ def bootstrap_mean(
     confidence: float = CONFIDENCE,
 ) -> Estimate:
     """The studentized block bootstrap (bootstrap-t) of the mean: the interval and the p-value
-    of "mean = 0" from the resamples' t = (mean* - mean) / se*. Studentizing makes both hold
+    of "mean = 0" from the resamples' t = (mean* - mean) / se* (in the far tail, see
+    TAIL_RESAMPLES, from the normal distribution). Studentizing makes both hold
     their level with few, unequal, heavy-tailed blocks (a calm market's volatility bursts),
     where percentiles of the resampled means are too narrow (Hall 1992)."""
     mean, se, r = block_bootstrap(x, blocks, draws, rng)
@@ -240,8 +244,11 @@ def bootstrap_mean(
     t = (r.means[ok] - mean) / r.ses[ok]
     tail = (1 - confidence) / 2
     t_low, t_high = np.quantile(t, [tail, 1 - tail])
-    extreme = np.abs(t) >= abs(mean / se)
-    p = (1 + extreme.sum()) / (len(t) + 1)
+    extreme = int(np.sum(np.abs(t) >= abs(mean / se)))
+    if extreme < TAIL_RESAMPLES:
+        p = math.erfc(abs(mean / se) / math.sqrt(2))
+    else:
+        p = (1 + extreme) / (len(t) + 1)
     return Estimate(mean, mean - t_high * se, mean - t_low * se, float(p))
 
 

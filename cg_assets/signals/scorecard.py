@@ -244,15 +244,14 @@ def received_ids(con: duckdb.DuckDBPyConnection, policy: Policy) -> pa.Table:
     return pa.table({"signal_id": pa.array(np.asarray(rows["signal_id"])[keep], pa.string())})
 
 
-def compute_scorecard(
+def prepare(
     con: duckdb.DuckDBPyConnection,
     bars: Mapping[str, PriceBars],
     horizons: Mapping[str, int],
     policy: Policy,
-    as_of: datetime,
-    seed: int = SEED,
-) -> pa.Table:
-    """The scorecard of the `signal_outcomes` relation of `con` against the coins' `bars`."""
+) -> dict[tuple[str, str], np.ndarray]:
+    """Register what the SQL reads beside `signal_outcomes` (`bar_returns`, `received`) and
+    the `scored` view; returns the baseline pools per (coin, horizon)."""
     pools = bar_returns(bars, horizons)
     returns = pa.table(
         {
@@ -264,10 +263,29 @@ def compute_scorecard(
     con.register("bar_returns", returns)
     con.register("received", received_ids(con, policy))
     con.execute(SCORED_SQL)
-    split = split_ts_ms(bars)
-    split_at = datetime.fromtimestamp(split / 1000, UTC)
+    return pools
+
+
+def aggregate_cells(
+    con: duckdb.DuckDBPyConnection, split_at: datetime, horizons: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The counts and means of every cell (after `prepare`), in table order."""
     params = {"split": split_at, "horizons": list(horizons)}
-    rows = con.sql(CELLS_SQL, params=params).to_arrow_table().to_pylist()
+    return con.sql(CELLS_SQL, params=params).to_arrow_table().to_pylist()
+
+
+def compute_scorecard(
+    con: duckdb.DuckDBPyConnection,
+    bars: Mapping[str, PriceBars],
+    horizons: Mapping[str, int],
+    policy: Policy,
+    as_of: datetime,
+    seed: int = SEED,
+) -> pa.Table:
+    """The scorecard of the `signal_outcomes` relation of `con` against the coins' `bars`."""
+    pools = prepare(con, bars, horizons, policy)
+    split_at = datetime.fromtimestamp(split_ts_ms(bars) / 1000, UTC)
+    rows = aggregate_cells(con, split_at, list(horizons))
     samples = _samples(con)
     for row in rows:
         cell = Cell(*(row[k] for k in KEY))

@@ -205,3 +205,12 @@ def test_threshold_sweep_counts_and_hit_rates():
     assert points[0].mean_pct == pytest.approx(-0.25)
     assert points[2].n == 0
     assert math.isnan(points[2].hit_rate)
+
+
+def test_a_strong_effect_gets_a_p_value_below_the_resamples_floor():
+    # Benjamini-Hochberg multiplies the smallest p by the table's size: a p stuck at
+    # 1 / (draws + 1) could never pass in a table of a hundred cells.
+    x = np.random.default_rng(3).normal(1.0, 1.0, 200)
+    est = bootstrap_mean(x, np.arange(200), np.random.default_rng(0), draws=999)
+    assert est.p < 1e-6
+    assert est.low > 0.5
