@@ -16,12 +16,18 @@ if TYPE_CHECKING:
     from cg_assets.signals.scorecard import SweepResult
 
 MAX_ROWS = 40  # cells shown in the forest plot: those with the smallest q-values
+SWEEP_MIN_N = 10  # a hit rate of fewer events is not drawn: it would be noise
 DPI = 80
 SIGNIFICANT = 0.05
 
 
 def _label(row: Mapping[str, Any]) -> str:
     return f"{row['rule']} {row['level']} {row['symbol']} ({row['side']})"
+
+
+def _with_n(label: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    n = max((r["n"] for r in rows if _label(r) == label), default=0)
+    return f"{label} n={n}"
 
 
 def forest_png(rows: Sequence[Mapping[str, Any]]) -> bytes:
@@ -66,7 +72,7 @@ def forest_png(rows: Sequence[Mapping[str, Any]]) -> bytes:
         ax.set_xlabel("effect vs baseline, % (95 % CI)", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(list(y.values()), list(y))
+    axes[0].set_yticks(list(y.values()), [_with_n(label, tested) for label in y])
     axes[0].set_ylim(-1, max(len(labels), 1))
     fig.suptitle(
         "Signal scorecard: filled = q < 0.05 (Benjamini-Hochberg), right of 0 = as predicted",
@@ -78,25 +84,28 @@ def forest_png(rows: Sequence[Mapping[str, Any]]) -> bytes:
 
 def sweep_png(results: Sequence[SweepResult]) -> bytes:
     """Per numeric rule, hit rate and n against the threshold (as a multiple of the fixed
-    floor, 1 = today's HIGH threshold), one line per coin."""
+    floor, 1 = today's HIGH threshold), one line per coin; hit rates of fewer than
+    SWEEP_MIN_N events and counts of zero are left out."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     rules = list(dict.fromkeys(r.sweep.rule for r in results))
     fig = Figure(figsize=(8.0, 1.7 * max(len(rules), 1) + 0.6), dpi=DPI)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(max(len(rules), 1), 2, squeeze=False)
+    axes = fig.subplots(max(len(rules), 1), 2, squeeze=False, sharex=True)
     for (hit_ax, n_ax), rule in zip(axes, rules, strict=False):
         for result in (r for r in results if r.sweep.rule == rule):
             floor = result.floor
             x = [p.threshold / floor for p in result.points]
-            hit = [p.hit_rate * 100 if p.n else math.nan for p in result.points]
+            hit = [p.hit_rate * 100 if p.n >= SWEEP_MIN_N else math.nan for p in result.points]
             hit_ax.plot(x, hit, marker="o", markersize=3, label=result.symbol)
-            n_ax.plot(x, [max(p.n, 0.5) for p in result.points], marker="o", markersize=3)
+            n_ax.plot(x, [p.n or math.nan for p in result.points], marker="o", markersize=3)
         hit_ax.axhline(50, color="black", linewidth=0.6)
+        hit_ax.set_ylim(0, 100)
         hit_ax.axvline(1.0, color="grey", linewidth=0.6, linestyle="--")
         n_ax.axvline(1.0, color="grey", linewidth=0.6, linestyle="--")
-        n_ax.set_yscale("log")
+        if any(p.n for r in results if r.sweep.rule == rule for p in r.points):
+            n_ax.set_yscale("log")  # a rule that never fired has nothing to put on a log axis
         hit_ax.set_ylabel(f"{rule}\nhit %", fontsize=7)
         n_ax.set_ylabel("n", fontsize=7)
         for ax in (hit_ax, n_ax):
