@@ -54,6 +54,7 @@ from cg_assets.signals.rules import METRICS, Rule, Side, Snapshot, Thresholds, p
 from cg_assets.signals.scorecard_pictures import forest_png, sweep_png
 from cg_assets.signals.snapshot import ASSET as SNAPSHOT
 from cg_assets.signals.snapshot import GROUP
+from cg_assets.storage import Lake
 from cg_assets.storage.checks import SCHEMA_CHECK
 from cg_assets.tables import Column, column_schema, schema_of
 from cg_assets.telegram.ledger import Policy
@@ -485,8 +486,9 @@ def build_scorecard_asset(settings: Settings) -> dg.AssetsDefinition:
 
 
 def _pictures(
-    store: Any, day: date, table: pa.Table, sweeps: Sequence[SweepResult]
+    store: Lake, day: date, table: pa.Table, sweeps: Sequence[SweepResult]
 ) -> dict[str, Any]:
+    """The forest plot and the sweep beside the day's Parquet, and inline for the UI."""
     metadata: dict[str, Any] = {}
     rows = table.to_pylist()
     if any(r["p_value"] is not None for r in rows):

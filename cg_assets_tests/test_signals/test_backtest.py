@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -23,7 +24,8 @@ from cg_assets.signals.backtest import (
     signed_returns,
     threshold_sweep,
 )
-from cg_assets.signals.rules import Side, predicted_side
+from cg_assets.signals.rules import Side, Thresholds, predicted_side
+from cg_assets.signals.scorecard import sweep_thresholds
 from cg_assets.telegram.ledger import Policy
 
 H = HOUR_MS
@@ -214,3 +216,26 @@ def test_a_strong_effect_gets_a_p_value_below_the_resamples_floor():
     est = bootstrap_mean(x, np.arange(200), np.random.default_rng(0), draws=999)
     assert est.p < 1e-6
     assert est.low > 0.5
+
+
+def test_the_sweep_grades_each_bar_by_the_rules_metric_and_hypothesis():
+    # 12 bars rising 1 % each; funding alternates +0.2 % and -0.2 % per 8 h on bars 0..5.
+    n = 12
+    opens = 100.0 * 1.01 ** np.arange(n)
+    coin = PriceBars(np.arange(n) * H, opens, opens * 1.01, opens, opens * 1.01, interval_ms=H)
+    rows = [
+        {
+            "ts": datetime.fromtimestamp(i * H / 1000, UTC),
+            "symbol": "BTC",
+            "funding_avg_8h_pct": (0.2 if i % 2 == 0 else -0.2) if i < 6 else 0.01,
+        }
+        for i in range(n)
+    ]
+    [funding, *_] = sweep_thresholds(rows, {"BTC": coin}, Thresholds(), 4 * H)
+    assert funding.sweep.metric == "funding"
+    at_floor = next(p for p in funding.points if p.threshold == pytest.approx(0.10))
+    # Bars 0..5 exceed 0.10 in size and all have a finished 4 h outcome (entry bar i+1, exit
+    # bar i+4 <= 11). The price rose: the positive-funding calls (down) missed, the negative
+    # ones (up) hit: 3 of 6.
+    assert at_floor.n == 6
+    assert at_floor.hit_rate == pytest.approx(0.5)
