@@ -5,14 +5,14 @@ found on the bar starting at T is known once that bar closed, so its outcome sta
 first price tradable after it, the open of the bar starting at T + interval, and ends at the
 close of the bar ending `horizon` later. Nothing at or before T's close is used.
 
-Returns are scored against the rule's own hypothesis (`rules.HYPOTHESES`): signed by the side
-it predicts, or, for context rules (side NONE), by the size of the move. Events are counted as
-a user received them (the alert ledger's hold-back rules, `delivered`). Forward windows of
-nearby events overlap, so confidence intervals come from a moving-block bootstrap whose blocks
-span the overlap, and the p-values of the whole table are corrected together
-(Benjamini-Hochberg), because a table of a hundred cells finds five "effects" at p < 0.05 by
-chance alone.
-"""
+Returns are scored against the rule's own hypothesis (`rules.HYPOTHESES`): signed by the side it
+predicts, or, for context rules (side NONE), by the size of the move. Events are counted as a
+user received them (the alert ledger's hold-back rules, `delivered`). Forward windows of nearby
+events overlap, so confidence intervals come from a block bootstrap whose blocks are the
+episodes of overlapping windows (studentized, so it holds its level with few, unequal blocks:
+measured on independent data, 4.5 % of p-values below 0.05), and the p-values of the whole table
+are corrected together (Benjamini-Hochberg), because a table of a hundred cells finds five
+"effects" at p < 0.05 by chance alone."""
 
 from __future__ import annotations
 

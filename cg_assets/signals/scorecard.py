@@ -1,15 +1,15 @@
 """`signal_scorecard`: every rule's record over all history, refreshed daily.
 
-One row per rule x level x coin x horizon x predicted side (a funding signal predicts down
-when funding is positive and up when it is negative: two claims, two rows). Events are the
-signals a user received (the alert ledger's dedup and cooldowns); each row compares their
-mean and median signed return and hit rate with the unconditional baseline (every bar of the
-coin at that horizon, scored the same way) and with the same calls placed at random bars,
-gives a 95 % moving-block bootstrap interval of the effect (mean minus baseline) and its
-p-value, and a Benjamini-Hochberg q-value across the whole table. A chronological split (the
-first 70 % of the history in-sample, the rest out-of-sample) shows whether an effect held up
-after the period it was found in. The counting is DuckDB SQL over the outcomes; the
-statistics are `backtest`'s numpy functions.
+One row per rule x level x coin x horizon x predicted side (a funding signal predicts down when
+funding is positive and up when it is negative: two claims, two rows). Events are the signals a
+user received (the alert ledger's dedup and cooldowns); each row compares their mean and median
+signed return and hit rate with the unconditional baseline (every bar of the coin at that
+horizon, scored the same way) and with the same calls placed at random bars, gives a 95 % block-
+bootstrap interval of the effect (mean minus baseline; the blocks are episodes of overlapping
+forward windows) and its p-value, and a Benjamini-Hochberg q-value across the whole table. A
+chronological split (the first 70 % of the history in-sample, the rest out-of-sample) shows
+whether an effect held up after the period it was found in. The counting is DuckDB SQL over the
+outcomes; the statistics are `backtest`'s numpy functions.
 
 The table is stored as the day it was computed (one snapshot per refresh); alerts quote the
 newest. It also sweeps the numeric rules' thresholds (n and hit rate for a grid of them) over
