@@ -12,7 +12,8 @@ events overlap, so confidence intervals come from a block bootstrap whose blocks
 episodes of overlapping windows (studentized, so it holds its level with few, unequal blocks:
 measured on independent data, 4.5 % of p-values below 0.05), and the p-values of the whole table
 are corrected together (Benjamini-Hochberg), because a table of a hundred cells finds five
-"effects" at p < 0.05 by chance alone."""
+"effects" at p < 0.05 by chance alone.
+"""
 
 from __future__ import annotations
 
