@@ -44,14 +44,18 @@ def _latest_day_missing() -> dg.AutomationCondition:
 
 
 def follows_inputs(
-    *, ignore: Sequence[str] = (), latest_day_of: Sequence[str] | None = None
+    *,
+    ignore: Sequence[str] = (),
+    latest_day_of: Sequence[str] | None = None,
+    window: timedelta = RECENT,
 ) -> dg.AutomationCondition:
     """A daily partition of today or yesterday runs once its inputs were updated.
 
     `ignore`: inputs read when present that neither trigger nor hold back a run.
     `latest_day_of`: the inputs whose latest (today's) partition must exist before today's
     partition runs (default: all inputs). Yesterday's partition needs no such check: the
-    update that triggers it is yesterday's data landing.
+    update that triggers it is yesterday's data landing. `window`: how many recent days
+    follow their inputs (longer for an asset that reads days after its own partition).
     """
     updated = AC.any_deps_updated()
     in_progress = AC.any_deps_in_progress()
@@ -66,7 +70,7 @@ def follows_inputs(
     if latest_day_of is not None:
         missing = missing.allow(dg.AssetSelection.assets(*latest_day_of))
     return (
-        AC.in_latest_time_window(RECENT)
+        AC.in_latest_time_window(window)
         & updated.since_last_handled()
         & ~missing
         & ~in_progress
@@ -94,6 +98,22 @@ def follows_recent_inputs(recheck_cron: str | None = None) -> dg.AutomationCondi
     return (trigger.since_last_handled() & ~in_progress & ~AC.in_progress()).with_label(
         "follows_recent_inputs"
     )
+
+
+def refreshed_daily(cron: str) -> dg.AutomationCondition:
+    """An unpartitioned summary over all history runs once a day, at the first evaluation
+    after `cron` (set after the daily finalize, so it sees yesterday complete), and not while
+    today's or yesterday's inputs are being rewritten; if they are, it runs once they are done.
+    """
+    recent = AC.in_latest_time_window(RECENT)
+    in_progress = AC.any_deps_match(AC.in_progress() & recent).with_label(
+        "any_recent_dep_in_progress"
+    )
+    return (
+        AC.cron_tick_passed(cron).with_label(f"daily at {cron}").since_last_handled()
+        & ~in_progress
+        & ~AC.in_progress()
+    ).with_label("refreshed_daily")
 
 
 def build_automation_sensor() -> dg.AutomationConditionSensorDefinition:

@@ -36,6 +36,8 @@ from cg_assets.market.series import MARKET_ASSETS
 from cg_assets.partitions import to_ms
 from cg_assets.settings import Settings
 from cg_assets.signals.engine import ASSET as SIGNALS
+from cg_assets.signals.outcomes import ASSET as SIGNAL_OUTCOMES
+from cg_assets.signals.scorecard import ASSET as SIGNAL_SCORECARD
 from cg_assets.signals.snapshot import ASSET as SNAPSHOT
 from cg_assets.sim.scenarios import SCENARIOS
 from cg_assets.sim.telegram import DEFAULT_CHAT_ID, DEFAULT_TOKEN, ReceivedMessage
@@ -49,10 +51,12 @@ BACKFILL_ASSETS = (
     COMPOSITE_HEATMAP,
     SNAPSHOT,
     SIGNALS,
+    SIGNAL_OUTCOMES,
+    SIGNAL_SCORECARD,
     MODEL_HEATMAP,
 )
-REFRESHED = {*(a.name for a in MARKET_ASSETS), SNAPSHOT, SIGNALS}
-UNPARTITIONED = {MODEL_HEATMAP}
+REFRESHED = {*(a.name for a in MARKET_ASSETS), SNAPSHOT, SIGNALS, SIGNAL_OUTCOMES}
+UNPARTITIONED = {MODEL_HEATMAP, SIGNAL_SCORECARD}
 # Backfill states after which no run of it starts any more.
 BACKFILL_DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 

@@ -58,6 +58,7 @@ def test_the_backfill_leaves_the_newest_days_market_chain_to_the_refresh(
     for name in ("liquidation_orders", "liquidation_heatmap", "composite_heatmap"):
         assert ranges[name] == through_newest, name
     assert ranges["coinglass_liquidation_heatmap"] is None
+    assert ranges["signal_scorecard"] is None  # over all history, after the outcomes
 
 
 def test_without_history_days_only_the_newest_day_is_backfilled(

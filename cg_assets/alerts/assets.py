@@ -25,8 +25,9 @@ coin's digests beyond the cap for the UTC day are recorded as suppressed, and th
 digest that goes out says how many were held back.
 """
 
+import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as time_of_day
@@ -47,12 +48,15 @@ from cg_assets.alerts.hygiene import (
 )
 from cg_assets.alerts.keys import DIGEST_PREFIX, digest_bar, digest_key
 from cg_assets.alerts.messages import SignalLine, render_digest
+from cg_assets.alerts.record import QUOTED_HORIZON, record_line
 from cg_assets.automation import follows_recent_inputs
 from cg_assets.partitions import days_between
 from cg_assets.resources import LakeResource, TelegramResource
 from cg_assets.settings import Settings
 from cg_assets.signals.engine import ASSET as SIGNALS
 from cg_assets.signals.engine import SCHEMA as SIGNALS_SCHEMA
+from cg_assets.signals.rules import predicted_side
+from cg_assets.signals.scorecard import ASSET as SCORECARD
 from cg_assets.signals.snapshot import ASSET as SNAPSHOT
 from cg_assets.signals.snapshot import SCHEMA as SNAPSHOT_SCHEMA
 from cg_assets.storage import Lake
@@ -85,7 +89,7 @@ ORDER BY symbol, ts
 
 # Every signal of the configured coins within the days read (matched to the bars above).
 SIGNALS_SQL = """
-SELECT symbol, ts, rule, level, title
+SELECT symbol, ts, rule, level, title, evidence
 FROM signals
 WHERE list_contains($symbols, symbol)
 ORDER BY symbol, ts, rule
@@ -115,9 +119,11 @@ def read_evaluations(
     symbols: Sequence[str],
     days: Sequence[date],
     owed: Sequence[tuple[str, datetime]] = (),
+    records: Mapping[tuple[str, str, str, str], Mapping[str, Any]] | None = None,
 ) -> list[Evaluation]:
     """The newest `market_snapshot` bar per coin within `days`, and the `owed` (coin, bar)
-    ones, with their signals; per coin oldest first."""
+    ones, with their signals, each quoting its rule's record from `records` (see
+    `read_records`; None: not quoted); per coin oldest first."""
     lake.attach(con, SNAPSHOT, days, SNAPSHOT_SCHEMA)
     lake.attach(con, SIGNALS, days, SIGNALS_SCHEMA)
     params = {"symbols": list(symbols)}
@@ -127,12 +133,38 @@ def read_evaluations(
     signals = con.sql(SIGNALS_SQL, params=params).to_arrow_table()
     fired: dict[tuple[str, datetime], list[SignalLine]] = {}
     for row in signals.to_pylist():
-        line = SignalLine(row["rule"], row["level"], row["title"])
+        record = "" if records is None else quote(row, records)
+        line = SignalLine(row["rule"], row["level"], row["title"], record)
         fired.setdefault((row["symbol"], row["ts"]), []).append(line)
     return [
         Evaluation(row["symbol"], row, tuple(fired.get((row["symbol"], row["ts"]), ())))
         for row in snapshots.to_pylist()
     ]
+
+
+def read_records(lake: Lake) -> dict[tuple[str, str, str, str], dict[str, Any]]:
+    """The newest scorecard's rows at the quoted horizon, by (rule, level, coin, side)."""
+    days = lake.days(SCORECARD)
+    table = lake.read_days(SCORECARD, days[-1:]) if days else None
+    if table is None:
+        return {}
+    return {
+        (r["rule"], r["level"], r["symbol"], r["side"]): r
+        for r in table.to_pylist()
+        if r["horizon"] == QUOTED_HORIZON
+    }
+
+
+def quote(
+    signal: Mapping[str, Any], records: Mapping[tuple[str, str, str, str], Mapping[str, Any]]
+) -> str:
+    """The record line of one `signals` row: its rule's cell for the side it predicts."""
+    rule, level, coin = signal["rule"], signal["level"], signal["symbol"]
+    try:
+        side = predicted_side(rule, json.loads(signal["evidence"])).word
+    except ValueError:
+        return record_line(rule, level, coin, None)
+    return record_line(rule, level, coin, records.get((rule, level, coin, side)))
 
 
 @dataclass(frozen=True)
@@ -227,6 +259,7 @@ def build_alert_assets(
                 settings.symbols,
                 days_between(since, now + timedelta(days=1)),
                 owed_bars,
+                read_records(lake.lake),
             )
             ended = (
                 allclear.read_ended(

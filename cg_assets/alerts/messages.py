@@ -33,11 +33,13 @@ _TAG = re.compile(r"<[^<>]*>")
 
 @dataclass(frozen=True)
 class SignalLine:
-    """A signal as the message shows it (the `signals` row's rule, level and title)."""
+    """A signal as the message shows it (the `signals` row's rule, level and title), with its
+    rule's backtest record in one line (`record.record_line`; empty: not quoted)."""
 
     rule: str
     level: str
     title: str
+    record: str = ""
 
 
 def visible_length(text: str) -> int:
@@ -97,7 +99,10 @@ def render_digest(
         group = [s for s in ordered if s.level == level]
         if group:
             lines += ["", f"{LEVEL_MARKERS[level]} <b>{level}</b>"]
-            lines += [f"• {escape(_title(s.title))}" for s in group]
+            for s in group:
+                lines.append(f"• {escape(_title(s.title))}")
+                if s.record:
+                    lines.append(f"  <i>{escape(_title(s.record))}</i>")
     lines += ["", *snapshot_lines(snapshot, interval)]
     if also_active:
         names = ", ".join(escape(s.rule) for s in also_active)

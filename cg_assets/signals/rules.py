@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from types import MappingProxyType
 from typing import Any
 
@@ -52,6 +52,83 @@ class Rule(StrEnum):
     TAKER_FLOW = "taker_flow"
     HEATMAP_ZONE = "heatmap_zone"
     CONFLUENCE = "confluence"
+
+
+class Side(IntEnum):
+    """What a rule predicts for the price after its signal; NONE: context only, scored by the
+    size of the move (volatility) instead of its sign."""
+
+    DOWN = -1
+    NONE = 0
+    UP = 1
+
+    @property
+    def word(self) -> str:
+        return {Side.DOWN: "down", Side.NONE: "none", Side.UP: "up"}[self]
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """The claim a rule makes about what follows it, and the side it predicts for one signal
+    (from the signal's evidence), so the backtest scores every rule against its own claim."""
+
+    claim: str
+    side: Callable[[Mapping[str, Any]], Side]
+
+
+def _sign(value: float, positive: Side) -> Side:
+    return positive if value >= 0 else Side(-positive)
+
+
+def _liquidation_side(evidence: Mapping[str, Any]) -> Side:
+    # A one-sided flush exhausts the forced sellers (buyers): price bounces the other way.
+    return {"long": Side.UP, "short": Side.DOWN}.get(evidence.get("kind", ""), Side.NONE)
+
+
+HYPOTHESES: dict[Rule, Hypothesis] = {
+    Rule.FUNDING: Hypothesis(
+        "funding > 0: crowded longs pay to hold, price falls; < 0: crowded shorts, price rises",
+        lambda e: _sign(e["funding_avg_8h_pct"], Side.DOWN),
+    ),
+    Rule.OI_CHANGE: Hypothesis(
+        "none (context): leverage opening or closing fast precedes a larger move, either way",
+        lambda e: Side.NONE,
+    ),
+    Rule.LIQUIDATIONS: Hypothesis(
+        "long cascade: forced selling exhausted, price bounces up; short squeeze: falls back;"
+        " heavy two-sided liquidations: none (context, a larger move)",
+        _liquidation_side,
+    ),
+    Rule.RETAIL_POSITIONING: Hypothesis(
+        "contrarian: retail crowded long, price falls; crowded short, price rises",
+        lambda e: _sign(e["retail_long_pct"] - 50, Side.DOWN),
+    ),
+    Rule.SMART_MONEY: Hypothesis(
+        "follow the top traders: price moves the way they lean against retail",
+        lambda e: _sign(e["top_account_long_pct"] - e["retail_long_pct"], Side.UP),
+    ),
+    Rule.TAKER_FLOW: Hypothesis(
+        "continuation: aggressive buying, price rises; aggressive selling, price falls",
+        lambda e: _sign(e["taker_buy_share_pct"] - 50, Side.UP),
+    ),
+    Rule.HEATMAP_ZONE: Hypothesis(
+        "magnet: price is drawn to the liquidity zone (down to a zone below, up to one above)",
+        lambda e: Side.DOWN if e["side"] == "below" else Side.UP,
+    ),
+    Rule.CONFLUENCE: Hypothesis(
+        "none (context): several independent rules at once precede a larger move, either way",
+        lambda e: Side.NONE,
+    ),
+}
+
+
+def predicted_side(rule: str, evidence: Mapping[str, Any]) -> Side:
+    """The side a signal of `rule` with this evidence predicts (its rule's hypothesis);
+    ValueError names the rule and the evidence field it lacks."""
+    try:
+        return HYPOTHESES[Rule(rule)].side(evidence)
+    except KeyError as exc:
+        raise ValueError(f"rule={rule!r}: evidence has no {exc.args[0]!r} field") from None
 
 
 # Rules reading the same input are one piece of evidence for confluence, not two: retail

@@ -31,7 +31,7 @@ from cg_assets.sim.grid import (
 from cg_assets.sim.instruments import COINS, CoinSpec
 
 EpisodeKind = Literal["cascade", "squeeze"]
-SCENARIOS = ("calm", "cascade", "squeeze")
+SCENARIOS = ("calm", "cascade", "squeeze", "planted")
 DEFAULT_COINS = ("BTC", "ETH")
 
 # Timing, in minutes from an episode's start.
@@ -63,6 +63,8 @@ _POSITIONING_TEXTURE = 0.2
 # Where the first episode starts relative to the top of the anchor's hour: 20 minutes into the
 # latest closed hourly bar, so the flush is over and the crowd still in place when it closes.
 _FIRST_BEFORE_HOUR_MIN = 40
+# How much history the "planted" scenario plants effects into before the anchor.
+PLANTED_HISTORY_MS = 120 * DAY_MS
 
 
 @dataclass(frozen=True)
@@ -126,12 +128,49 @@ class Episode:
         return self.start_ms + SPAN_MIN * MINUTE_MS
 
 
+# A planted drift, in minutes from its start: funding crowds over the hour before, stays for
+# half an hour and relaxes over the next; price drifts over 4 h, then returns to the calm path.
+_DRIFT_BUILD_MIN = 60
+_DRIFT_HOLD_MIN = 30
+_DRIFT_RELAX_MIN = 30
+_DRIFT_MIN = 240
+_DRIFT_RETURN_MIN = 240
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A planted effect for backtests: funding crowded to `funding` (percent per 8 h) at
+    `start_ms`, then a log price drift of `drift` over the 4 h after it, undone over the 4 h
+    after that. Nothing else moves, so only the funding rule sees it."""
+
+    start_ms: int
+    coin: str
+    funding: float = 0.15
+    drift: float = -0.008
+
+    def __post_init__(self) -> None:
+        if self.start_ms % MINUTE_MS:
+            raise ValueError(f"start_ms must be on a minute boundary, got {self.start_ms}")
+        if self.coin not in COINS:
+            raise ValueError(f"coin must be one of {', '.join(COINS)}, got {self.coin!r}")
+
+    @property
+    def first_ms(self) -> int:
+        return self.start_ms - _DRIFT_BUILD_MIN * MINUTE_MS
+
+    @property
+    def end_ms(self) -> int:
+        return self.start_ms + (_DRIFT_MIN + _DRIFT_RETURN_MIN) * MINUTE_MS
+
+
 @dataclass(frozen=True)
 class Scenario:
-    """A named story: episodes drawn into the synthetic market (none for "calm")."""
+    """A named story: episodes drawn into the synthetic market (none for "calm"), and planted
+    drifts (backtest scenarios only)."""
 
     name: str
     episodes: tuple[Episode, ...] = ()
+    drifts: tuple[Drift, ...] = ()
 
     def between(self, start_ms: int, end_ms: int, coin: str | None = None) -> list[Episode]:
         """Episodes (of `coin`, or all) starting in [start_ms, end_ms), in start order."""
@@ -151,6 +190,11 @@ class Scenario:
         the input is returned unchanged when no episode touches them."""
         n = len(arrays["close"])
         end_ms = start_ms + n * MINUTE_MS
+        arrays = _drifted(
+            [d for d in self.drifts if d.coin == spec.coin and d.first_ms < end_ms],
+            arrays,
+            start_ms,
+        )
         touching = [
             e
             for e in self.episodes
@@ -171,6 +215,33 @@ class Scenario:
         return out
 
 
+def planted_effects(
+    start_ms: int,
+    end_ms: int,
+    coins: Sequence[str] = ("BTC", "ETH", "SOL"),
+    every_ms: int = 12 * HOUR_MS,
+    seed: int = 0,
+) -> Scenario:
+    """Effects a backtest must find: on the first coin, funding crowded above 0.10 % followed
+    by a -0.8 % drift over 4 h; on the second, long cascades whose price bounces back (the
+    cascade story: the break is undone within the hour after the flush); further coins stay
+    calm as controls. One effect every `every_ms` per coin, at a seeded jitter of up to a
+    third of it, on whole hours (drifts) or 20 minutes into the hour (cascades, as the demo's).
+    """
+    if len(coins) < 2:
+        raise ValueError(f"coins must name at least two coins, got {list(coins)}")
+    rng = np.random.default_rng(seed)
+    first = start_ms - start_ms % HOUR_MS + DAY_MS
+    times = np.arange(first, end_ms - DAY_MS, every_ms, dtype=np.int64)
+    jitter = rng.integers(0, max(every_ms // HOUR_MS // 3, 1), size=(2, len(times))) * HOUR_MS
+    drifts = tuple(Drift(int(t), coins[0]) for t in times + jitter[0])
+    cascades = tuple(
+        Episode(int(t) + 20 * MINUTE_MS, coins[1], "cascade", strength=1.3)
+        for t in times + jitter[1]
+    )
+    return Scenario("planted", cascades, drifts)
+
+
 def scenario_for(
     name: str,
     anchor_ms: int,
@@ -180,12 +251,13 @@ def scenario_for(
 ) -> Scenario:
     """The scenario `name` for a simulator started at `anchor_ms`.
 
-    "calm" has no episodes. "cascade" and "squeeze" have one episode 40 minutes before the top
-    of the anchor's hour, so the latest closed hourly bar already holds a complete story, then
-    one every `every_ms` after the anchor for `live_ms`, rotating through `coins` (the first
-    one first). A live episode's build-up starts no earlier than the anchor (the past shows one
-    clean story) nor before the coin's previous flush is over, so close episodes of one coin
-    build up for less than an hour.
+    "calm" has no episodes. "planted" plants `planted_effects` over the 120 days before the
+    anchor and the live span (for the scorecard). "cascade" and "squeeze" have one episode 40
+    minutes before the top of the anchor's hour, so the latest closed hourly bar already holds a
+    complete story, then one every `every_ms` after the anchor for `live_ms`, rotating through
+    `coins` (the first one first). A live episode's build-up starts no earlier than the anchor
+    (the past shows one clean story) nor before the coin's previous flush is over, so close
+    episodes of one coin build up for less than an hour.
     """
     if name not in SCENARIOS:
         raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}, got {name!r}")
@@ -200,6 +272,8 @@ def scenario_for(
         raise ValueError(f"live_ms must be >= 0, got {live_ms}")
     if name == "calm":
         return Scenario(name)
+    if name == "planted":
+        return planted_effects(anchor_ms - PLANTED_HISTORY_MS, anchor_ms + live_ms, coins)
     kind: EpisodeKind = "cascade" if name == "cascade" else "squeeze"
     anchor_minute = anchor_ms - anchor_ms % MINUTE_MS
     first = anchor_ms - anchor_ms % HOUR_MS - _FIRST_BEFORE_HOUR_MIN * MINUTE_MS
@@ -217,6 +291,32 @@ def scenario_for(
 
 
 # --------------------------------------------------------------------------- shapes
+
+
+def _drifted(
+    drifts: list[Drift], arrays: dict[str, np.ndarray], start_ms: int
+) -> dict[str, np.ndarray]:
+    """`arrays` with the drifts' funding crowding and price drift added (a copy if any)."""
+    n = len(arrays["close"])
+    minutes = start_ms + np.arange(n, dtype=np.int64) * MINUTE_MS
+    touching = [d for d in drifts if d.end_ms > start_ms]
+    if not touching:
+        return arrays
+    out = dict(arrays)
+    close = arrays["close"].astype(np.float64)
+    funding = arrays["funding"].astype(np.float64)
+    for d in touching:
+        u = ((minutes - d.start_ms) // MINUTE_MS).astype(np.float64)
+        crowd = _build(u, _DRIFT_BUILD_MIN) * _fade(u, _DRIFT_HOLD_MIN, _DRIFT_RELAX_MIN)
+        funding = (1.0 - crowd) * funding + crowd * (
+            d.funding + _FUNDING_TEXTURE * (funding - FUNDING_MEAN)
+        )
+        there = np.clip(u / _DRIFT_MIN, 0.0, 1.0)
+        back = np.clip((u - _DRIFT_MIN) / _DRIFT_RETURN_MIN, 0.0, 1.0)
+        close = close * np.exp(d.drift * np.where(u >= 0, there - back, 0.0))
+    out["close"] = close.astype(arrays["close"].dtype)
+    out["funding"] = funding.astype(arrays["funding"].dtype)
+    return out
 
 
 def _build(u: np.ndarray, length: int) -> np.ndarray:

@@ -47,14 +47,16 @@ def back(days: int) -> dg.TimeWindowPartitionMapping:
 # When each asset runs by declarative automation (None: a schedule, a sensor or by hand),
 # spelled out by `spell`: a dropped or loosened condition fails the snapshot.
 RECENT = "in_latest_time_window(lookback_timedelta=2 days, 0:00:00)"
+# The outcomes read the day after their own: three recent days follow their inputs.
+RECENT_3 = "in_latest_time_window(lookback_timedelta=3 days, 0:00:00)"
 LATEST_DAY_MISSING = "any_deps((missing & in_latest_time_window & ~will_be_requested))"
 
 
-def follows(ignore: str = "", latest_day_of: str = "") -> str:
+def follows(ignore: str = "", latest_day_of: str = "", window: str = RECENT) -> str:
     skip = f'(ignore_selection=key:"{ignore}")' if ignore else ""
     needed = f'(allow_selection=key:"{latest_day_of}")' if latest_day_of else skip
     return (
-        f"({RECENT} & any_deps_updated{skip}.since(handled) & ~{LATEST_DAY_MISSING}{needed}"
+        f"({window} & any_deps_updated{skip}.since(handled) & ~{LATEST_DAY_MISSING}{needed}"
         f" & ~any_deps_in_progress{skip} & ~in_progress)"
     )
 
@@ -63,6 +65,11 @@ def follows(ignore: str = "", latest_day_of: str = "") -> str:
 DIGEST = (
     f"((any_deps((newly_updated & {RECENT}))"
     " | cron_tick_passed(cron_schedule=37 * * * *, cron_timezone=UTC)).since(handled)"
+    f" & ~any_deps((in_progress & {RECENT})) & ~in_progress)"
+)
+# The scorecard over all history: once a day after the finalize, not while recent inputs run.
+DAILY = (
+    "(cron_tick_passed(cron_schedule=45 0 * * *, cron_timezone=UTC).since(handled)"
     f" & ~any_deps((in_progress & {RECENT})) & ~in_progress)"
 )
 # Dagster's own building blocks, named by their labels rather than spelled out.
@@ -114,6 +121,22 @@ LINEAGE = {
         {"market_snapshot": back(30), "composite_heatmap": back(1)},
         follows(ignore="composite_heatmap"),
     ),
+    "signal_outcomes": Node(
+        "signals",
+        {
+            "signals": SAME_DAY,
+            # The forward window: a signal late on day D is followed into D+1.
+            "price_ohlc": dg.TimeWindowPartitionMapping(
+                start_offset=0, end_offset=1, allow_nonexistent_upstream_partitions=True
+            ),
+        },
+        follows(latest_day_of="signals", window=RECENT_3),
+    ),
+    "signal_scorecard": Node(
+        "signals",
+        {"signal_outcomes": EVERY_DAY, "price_ohlc": EVERY_DAY, "market_snapshot": EVERY_DAY},
+        DAILY,
+    ),
     "telegram_alerts": Node("alerts", {"signals": EVERY_DAY, "market_snapshot": EVERY_DAY}, DIGEST),
     "liquidation_alerts": Node("alerts", {"liquidation_orders": EVERY_DAY}),
 }
@@ -133,6 +156,13 @@ DOMAIN_CHECKS = {
     ("signals", "schema"),
     ("signals", "unique_signal_id"),
     ("signals", "value_ranges"),
+    ("signal_outcomes", "schema"),
+    ("signal_outcomes", "unique_outcome"),
+    ("signal_outcomes", "no_look_ahead"),
+    ("signal_outcomes", "pending_is_null"),
+    ("signal_scorecard", "schema"),
+    ("signal_scorecard", "unique_cell"),
+    ("signal_scorecard", "consistent"),
     ("telegram_alerts", "delivered"),
 }
 
@@ -164,16 +194,22 @@ def test_a_backfill_from_the_start_date_has_every_input_it_needs(
     defs: dg.Definitions, settings: Settings
 ):
     """A lookback reaching before the start date maps to the days that exist: a mapping that
-    required earlier days would fail every backfill of the first partitions."""
+    required earlier days would fail every backfill of the first partitions. Only a declared
+    forward window (the outcomes' next day of prices) reaches past the day itself."""
     graph = defs.resolve_asset_graph()
     first = settings.start_date.isoformat()
+    forward = {("signal_outcomes", "price_ohlc"): [(settings.start_date + timedelta(days=1))]}
     for key in graph.get_all_asset_keys():
         if graph.get(key).partitions_def is None:
             continue
         for parent in graph.get(key).parent_keys:
             mapped = graph.get_parent_partition_keys_for_child(first, parent, key)
+            later = forward.get((key.to_user_string(), parent.to_user_string()), [])
             assert not mapped.required_but_nonexistent_partition_keys, (key, parent)
-            assert mapped.partitions_subset.get_partition_keys() == [first], (key, parent)
+            assert mapped.partitions_subset.get_partition_keys() == [
+                first,
+                *(d.isoformat() for d in later),
+            ], (key, parent)
 
 
 def eval_schedule(defs: dg.Definitions, name: str, at: datetime) -> list[dg.RunRequest] | str:

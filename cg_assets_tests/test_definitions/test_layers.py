@@ -43,9 +43,11 @@ DAGSTER_FREE = (
     "cg_assets.heatmaps.buckets",
     "cg_assets.signals.rules",
     "cg_assets.signals.percentiles",
+    "cg_assets.signals.backtest",
     "cg_assets.alerts.messages",
     "cg_assets.alerts.hygiene",
     "cg_assets.alerts.keys",
+    "cg_assets.alerts.record",
     "cg_assets.telegram",
 )
 

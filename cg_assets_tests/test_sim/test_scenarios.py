@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cg_assets.coinglass.plans import MINUTE_MS
+from cg_assets.coinglass.plans import DAY_MS, HOUR_MS, MINUTE_MS
 from cg_assets.sim import Episode, LiquidationFeed, Scenario, SyntheticMarket, scenario_for
-from cg_assets.sim.grid import _CHUNK
+from cg_assets.sim.grid import _CHUNK, MinuteGrid
 from cg_assets.sim.instruments import COINS
-from cg_assets.sim.scenarios import SPAN_MIN, liquidated_usd
+from cg_assets.sim.market import DEFAULT_EPOCH_MS
+from cg_assets.sim.scenarios import SPAN_MIN, liquidated_usd, planted_effects
 from cg_assets_tests.test_sim.conftest import EPOCH_MS, HOUR, NOW_MS, Clock
 
 # The product's signal rules (issue 5, item 2) that an episode's hourly bars must trigger.
@@ -29,7 +30,7 @@ TAKER_LOW, TAKER_HIGH = 0.35, 0.65
 WHALE_USD = 1.5e6
 MINUTE_USD = 6e6
 ALERT_EXCHANGES = ("Binance", "OKX", "Bybit")  # the pipeline's default exchanges
-TOP_OF_HOUR = NOW_MS - NOW_MS % HOUR
+TOP_OFHOUR_MS = NOW_MS - NOW_MS % HOUR
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,7 @@ def test_an_episode_is_drawn_the_same_across_a_chunk_boundary(sim_market):
 
 
 def test_one_episode_before_the_anchor_then_one_every_eight_minutes():
-    for anchor in (TOP_OF_HOUR, NOW_MS, TOP_OF_HOUR + HOUR - 1):
+    for anchor in (TOP_OFHOUR_MS, NOW_MS, TOP_OFHOUR_MS + HOUR - 1):
         scenario = scenario_for("cascade", anchor, ("BTC", "ETH"), live_ms=3 * HOUR)
         first, *live = scenario.episodes
         top = anchor - anchor % HOUR
@@ -156,9 +157,9 @@ def test_the_latest_closed_hour_tells_the_whole_story(markets, kind):
     story, market = STORIES[kind], markets[kind]
     assert market.scenario is not None
     episode = market.scenario.episodes[0]
-    bar = TOP_OF_HOUR - HOUR  # the latest closed hourly bar at the anchor
-    assert bar <= episode.start_ms < TOP_OF_HOUR
-    window = (bar - 3 * HOUR, TOP_OF_HOUR, NOW_MS)
+    bar = TOP_OFHOUR_MS - HOUR  # the latest closed hourly bar at the anchor
+    assert bar <= episode.start_ms < TOP_OFHOUR_MS
+    window = (bar - 3 * HOUR, TOP_OFHOUR_MS, NOW_MS)
 
     oi = market.open_interest_aggregated("BTC", HOUR, *window).close.to_numpy()
     build_up, flush = oi[-2] / oi[-3] - 1, oi[-1] / oi[-2] - 1
@@ -312,3 +313,30 @@ def test_bad_scenarios_are_rejected_with_the_field_named():
         Episode(NOW_MS - NOW_MS % MINUTE_MS, "BTC", "cascade", strength=0)
     with pytest.raises(ValueError, match=f"start_ms must be on a minute boundary, got {NOW_MS}"):
         Episode(NOW_MS, "BTC", "cascade")
+
+
+def test_planted_effects_drift_the_first_coin_and_cascade_the_second():
+    start = DEFAULT_EPOCH_MS + 10 * DAY_MS
+    scenario = planted_effects(start, start + 10 * DAY_MS, ("BTC", "ETH", "SOL"), seed=1)
+    assert {d.coin for d in scenario.drifts} == {"BTC"}
+    assert {e.coin for e in scenario.episodes} == {"ETH"}
+    drift = scenario.drifts[0]
+    fields = ("close", "funding")
+    planted = MinuteGrid(5, DEFAULT_EPOCH_MS, scenario)
+    calm = MinuteGrid(5, DEFAULT_EPOCH_MS, None)
+    end = start + 12 * DAY_MS
+
+    def bars(grid: MinuteGrid, coin: str) -> dict:
+        return grid.bars(coin, HOUR_MS, start, end, end, fields).v
+
+    p, c = bars(planted, "BTC"), bars(calm, "BTC")
+    i = (drift.start_ms - start) // HOUR_MS
+    # The bar closing at the drift's start holds the crowded funding; a bar closes with its
+    # last minute (239 minutes into a 4 h drift): the price is then 0.8 % x 239/240 below the
+    # calm market's, and back on it but 0.8 % x 1/240 another 4 h later.
+    assert p["funding.close"][i - 1] > 0.10
+    ratio = p["close.close"] / c["close.close"]
+    assert ratio[i + 3] == pytest.approx(np.exp(-0.008 * 239 / 240), rel=1e-6)
+    assert ratio[i + 7] == pytest.approx(np.exp(-0.008 / 240), rel=1e-6)
+    # The third coin is the calm market, bit for bit.
+    assert np.array_equal(bars(planted, "SOL")["close.close"], bars(calm, "SOL")["close.close"])
