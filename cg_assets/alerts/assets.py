@@ -347,7 +347,7 @@ def _metadata(
         else "no signals on the newest bars",
         "preview": dg.MetadataValue.text(shown.text[:PREVIEW_CHARS]) if shown else "",
         "owed": dg.MetadataValue.json(list(owed)),
-        "ledger": str(ledger.path),
+        "ledger": ledger.ident,
     }
 
 

@@ -22,6 +22,8 @@ import threading
 from pathlib import Path
 from typing import Protocol
 
+from cg_assets.state_location import dsn_ident, is_postgres_dsn
+
 TAKE_SQL = """
 INSERT INTO cg_rate_schedule (key, next_slot, generation)
 VALUES (:key, :now + :spacing, 0)
@@ -122,8 +124,7 @@ class PostgresSlots:
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
-        # The DSN may carry a password: the ident names only the database's location.
-        self.ident = "postgresql:" + dsn.rsplit("@", 1)[-1]
+        self.ident = dsn_ident(dsn)  # the DSN may carry a password
         self._local = threading.local()
         self._execute(SCHEMA_SQL, {})
 
@@ -154,6 +155,6 @@ class PostgresSlots:
 
 def slot_store(location: str) -> SlotStore:
     """A `postgresql://` DSN, or the path of a SQLite file."""
-    if location.startswith(("postgresql://", "postgres://")):
+    if is_postgres_dsn(location):
         return PostgresSlots(location)
     return SqliteSlots(location)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from cg_assets.settings import DEFAULT_TELEGRAM_API_BASE_URL, Settings
+from cg_assets.state_location import STATE_DSN_SETTING
 from cg_assets.telegram.delivery import CHAT_SETTING, TOKEN_SETTING, Outcome, deliver
 from cg_assets.telegram.ledger import AlertLedger, Policy, SignalRef, ledger_path
 
@@ -66,6 +67,10 @@ class TelegramResource(dg.ConfigurableResource):
     read_timeout_s: float = 15.0
     max_attempts: int = 4
     max_wait_s: float = 60.0
+    # Where the alert ledger lives: a PostgreSQL DSN shared by every node of a deployment
+    # (given as EnvVar("CG_STATE_DSN"), so it is never shown), or None for the SQLite file
+    # under the data dir of one machine.
+    ledger_location: str | None = None
 
     def policy(self) -> Policy:
         return Policy(
@@ -78,8 +83,9 @@ class TelegramResource(dg.ConfigurableResource):
         )
 
     def ledger(self, data_dir: Path | str, clock: Callable[[], float] = time.time) -> AlertLedger:
-        """The ledger under `data_dir` (CG_DATA_DIR) with this resource's policy."""
-        return AlertLedger(ledger_path(data_dir), self.policy(), clock)
+        """The configured ledger (else the one under `data_dir`, CG_DATA_DIR) with this
+        resource's policy."""
+        return AlertLedger(self.ledger_location or ledger_path(data_dir), self.policy(), clock)
 
     def target(self, ops: bool = False) -> tuple[str, str]:
         """(chat id, the variable it comes from); ops messages fall back to the alert chat."""
@@ -158,6 +164,7 @@ def build_telegram_resource(
         ops_chat_id=optional(OPS_CHAT_SETTING),
         base_url=settings.telegram_api_base_url,
         alerts_enabled=parse_enabled(env.get(ENABLED_SETTING, "")),
+        ledger_location=optional(STATE_DSN_SETTING),
     )
 
 
