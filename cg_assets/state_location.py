@@ -5,10 +5,12 @@ node sets `CG_STATE_DSN` to a PostgreSQL URL, and both live there. The URL carri
 so like the other secrets it reaches resources only as an `EnvVar` and is never printed:
 `dsn_ident` names the database without it.
 
-It is not discovered from the Dagster instance's storage: the instance's URL is resolved by
-the daemon and the run workers from `dagster.yaml`, and a resource that copied it into its
-config would show the password in the UI. The deployment sets `CG_STATE_DSN` beside the
-instance's own variables (it may name the same database: the tables do not collide).
+It is not discovered from the Dagster instance's storage: a resource that copied the
+instance's URL into its config would show the password in the UI, and one that read it at run
+time from its context's instance would depend on every caller (sensors included) having one,
+or the same alert could be decided in two ledgers. The deployment sets `CG_STATE_DSN` beside
+the instance's own variables (it may name the same database: the tables do not collide); a run
+on a PostgreSQL instance without it says so in its log (`cg_assets.resources.state`).
 
 It sits on the bottom floor, importing nothing, because `settings` validates the variable and
 the clients on the floor above open the stores.

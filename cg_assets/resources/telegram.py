@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from cg_assets.resources.state import unshared_state_warning
 from cg_assets.settings import DEFAULT_TELEGRAM_API_BASE_URL, Settings
 from cg_assets.state_location import STATE_DSN_SETTING
 from cg_assets.telegram.delivery import CHAT_SETTING, TOKEN_SETTING, Outcome, deliver
@@ -71,6 +72,11 @@ class TelegramResource(dg.ConfigurableResource):
     # (given as EnvVar("CG_STATE_DSN"), so it is never shown), or None for the SQLite file
     # under the data dir of one machine.
     ledger_location: str | None = None
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        warning = unshared_state_warning(context.instance, self.ledger_location, "the alert ledger")
+        if warning and context.log:
+            context.log.warning(warning)
 
     def policy(self) -> Policy:
         return Policy(
