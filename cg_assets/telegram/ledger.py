@@ -60,7 +60,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from cg_assets.telegram.ledger_store import Row, Tx, in_list, ledger_store
+from cg_assets.telegram.ledger_store import Row, Tx, ledger_store
 
 Status = Literal["pending", "sending", "sent", "failed", "unknown", "suppressed"]
 LEVELS = ("LOW", "MEDIUM", "HIGH")
@@ -624,3 +624,9 @@ def _update_owned(
         },
     )
     return changed == 1
+
+
+def in_list(name: str, values: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """`name IN (:name0, :name1, ...)` and its parameters: a list parameter both dialects take."""
+    params = {f"{name}{i}": value for i, value in enumerate(values)}
+    return f"{name} IN ({', '.join(':' + p for p in params)})", params

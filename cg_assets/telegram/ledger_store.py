@@ -1,5 +1,6 @@
 """Where the alert ledger keeps its rows: a SQLite file on one machine, PostgreSQL in a
-deployment whose runs start on any node. Only what differs between the two lives here.
+deployment whose runs start on any node. The schema both create, and what differs between
+them, lives here.
 
 `AlertLedger` (in `ledger`) holds every rule and every statement, written once in the common
 subset of both dialects with `:name` parameters; a store only runs them. What a store adds:
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from functools import cache
 from pathlib import Path
@@ -272,9 +273,3 @@ def ledger_store(location: Path | str, lease_s: float, busy_timeout_s: float = 3
     if is_postgres_dsn(str(location)):
         return PostgresLedgerStore(str(location), busy_timeout_s)
     return SqliteLedgerStore(location, lease_s, busy_timeout_s)
-
-
-def in_list(name: str, values: Sequence[str]) -> tuple[str, dict[str, str]]:
-    """`name IN (:name0, :name1, ...)` and its parameters: a list parameter both dialects take."""
-    params = {f"{name}{i}": value for i, value in enumerate(values)}
-    return f"{name} IN ({', '.join(':' + p for p in params)})", params
