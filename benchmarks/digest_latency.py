@@ -40,12 +40,12 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from cg_assets.alerts.ledger import AlertLedger, ledger_path
 from cg_assets.automation import SENSOR
 from cg_assets.demo import backfill_finished, launch_backfill, launch_refresh
 from cg_assets.demo import newest_day as newest_bar_day
 from cg_assets.launcher import BIN, Launcher, free_port, graphql, simulator_env
 from cg_assets.settings import Settings
+from cg_assets.telegram.ledger import AlertLedger, ledger_path
 
 OLD_GAP_S = 120.0  # market_hourly_refresh HH:05 -> signals_hourly HH:07
 TARGET_S = 60.0

@@ -19,6 +19,7 @@ from cg_assets.market import build_market_defs
 from cg_assets.resources import CoinGlassResource, LakeResource, build_telegram_resource
 from cg_assets.settings import Settings
 from cg_assets.signals import build_signal_defs
+from cg_assets.state_location import STATE_DSN_SETTING
 
 
 def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
@@ -30,8 +31,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             api_key=api_key,
             plan=settings.plan.value,
             rate_limit_per_min=settings.rate_limit_per_min,
-            schedule_location=dg.EnvVar("CG_STATE_DSN")
-            if os.environ.get("CG_STATE_DSN")
+            schedule_location=dg.EnvVar(STATE_DSN_SETTING)
+            if os.environ.get(STATE_DSN_SETTING, "").strip()
             else str(settings.data_dir / "rate_schedule.sqlite"),
         ),
         "lake": LakeResource.at(settings.data_dir),

@@ -26,6 +26,7 @@ from cg_assets.coinglass.plans import (
     lowest_plan_for_interval,
     parse_plan,
 )
+from cg_assets.state_location import STATE_DSN_SETTING, is_postgres_dsn
 
 DEFAULT_API_BASE_URL = "https://open-api-v4.coinglass.com"
 DEFAULT_WS_URL = "wss://open-ws.coinglass.com/ws-api"
@@ -142,6 +143,7 @@ class Settings:
                 f" plan or higher (CG_PLAN={plan.value}); leave CG_SIDECAR unset or set it to off"
             )
         heartbeat = _parse(problems, "CG_HEARTBEAT_AT", get("CG_HEARTBEAT_AT", "off"), _time_of_day)
+        _check_state_dsn(problems, env.get(STATE_DSN_SETTING, "").strip())
         ingest = {
             name: _parse(problems, name, get(name, default), _positive_int)
             for name, default in INGEST_DEFAULTS.items()
@@ -178,6 +180,15 @@ def _parse(problems: list[str], name: str, value: str, parser: Callable[[str], T
     except ValueError as exc:
         problems.append(f"{name}={value!r}: {exc}")
         return None
+
+
+def _check_state_dsn(problems: list[str], value: str) -> None:
+    if value and not is_postgres_dsn(value):
+        scheme = value.split("://", 1)[0] if "://" in value else "none"
+        problems.append(
+            f"{STATE_DSN_SETTING}: expected a postgresql:// URL, got one with scheme {scheme!r}"
+            " (the value is not shown: it may carry a password)"
+        )
 
 
 def _check_interval_floor(problems: list[str], interval: str, plan: Plan) -> None:

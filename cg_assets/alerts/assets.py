@@ -425,7 +425,7 @@ def _metadata(
         "capped_today": dg.MetadataValue.json(capped_by_coin(today)),
         "all_clear_sent": sum(o.status == "sent" for o in cleared),
         "all_clears": dg.MetadataValue.json({o.key: o.status for o in cleared}),
-        "ledger": str(ledger.path),
+        "ledger": ledger.ident,
     }
 
 

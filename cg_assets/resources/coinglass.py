@@ -12,6 +12,7 @@ from pydantic import PrivateAttr
 
 from cg_assets.coinglass import CoinGlassClient
 from cg_assets.coinglass.slots import slot_store
+from cg_assets.resources.state import unshared_state_warning
 from cg_assets.settings import DEFAULT_API_BASE_URL
 
 
@@ -36,6 +37,11 @@ class CoinGlassResource(dg.ConfigurableResource):
     _client: CoinGlassClient | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        warning = unshared_state_warning(
+            context.instance, self.schedule_location, "the API key's request schedule"
+        )
+        if warning and context.log:
+            context.log.warning(warning)
         self._client = self.make_client()
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:

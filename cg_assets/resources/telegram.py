@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from cg_assets.resources.state import unshared_state_warning
 from cg_assets.settings import DEFAULT_TELEGRAM_API_BASE_URL, Settings
+from cg_assets.state_location import STATE_DSN_SETTING
 from cg_assets.telegram.delivery import (
     CAP_SETTING,
     CHAT_SETTING,
@@ -89,6 +91,15 @@ class TelegramResource(dg.ConfigurableResource):
     read_timeout_s: float = 15.0
     max_attempts: int = 4
     max_wait_s: float = 60.0
+    # Where the alert ledger lives: a PostgreSQL DSN shared by every node of a deployment
+    # (given as EnvVar("CG_STATE_DSN"), so it is never shown), or None for the SQLite file
+    # under the data dir of one machine.
+    ledger_location: str | None = None
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        warning = unshared_state_warning(context.instance, self.ledger_location, "the alert ledger")
+        if warning and context.log:
+            context.log.warning(warning)
 
     def policy(self) -> Policy:
         return Policy(
@@ -101,8 +112,9 @@ class TelegramResource(dg.ConfigurableResource):
         )
 
     def ledger(self, data_dir: Path | str, clock: Callable[[], float] = time.time) -> AlertLedger:
-        """The ledger under `data_dir` (CG_DATA_DIR) with this resource's policy."""
-        return AlertLedger(ledger_path(data_dir), self.policy(), clock)
+        """The configured ledger (else the one under `data_dir`, CG_DATA_DIR) with this
+        resource's policy."""
+        return AlertLedger(self.ledger_location or ledger_path(data_dir), self.policy(), clock)
 
     def target(self, ops: bool = False) -> tuple[str, str]:
         """(chat id, the variable it comes from); ops messages fall back to the alert chat."""
@@ -183,6 +195,7 @@ def build_telegram_resource(
         alerts_enabled=parse_enabled(env.get(ENABLED_SETTING, "")),
         all_clear=parse_enabled(env.get(ALL_CLEAR_SETTING, ""), ALL_CLEAR_SETTING),
         daily_cap=parse_cap(env.get(CAP_SETTING, "")),
+        ledger_location=optional(STATE_DSN_SETTING),
     )
 
 

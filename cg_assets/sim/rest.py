@@ -42,14 +42,16 @@ class Stats:
     """What reached the router, so tests can assert how a client used the API.
 
     `requests`, `by_path` and `log` count requests that passed auth, the rate limit and the
-    network-level faults; `rate_limited` counts every HTTP 429 sent. The log keeps the newest
-    entries only once it is very long.
+    network-level faults; `rate_limited` counts every HTTP 429 sent. The log (and `times`, when
+    each of its requests arrived, wall-clock seconds) keeps the newest entries only once it is
+    very long.
     """
 
     requests: int = 0
     rate_limited: int = 0
     by_path: Counter[str] = field(default_factory=Counter)
     log: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
     # Wall-clock seconds of the first and last counted request: how long a client kept the
     # API busy, as the server saw it (benchmarks compare it with the rate-limit floor).
     first_at: float | None = None
@@ -64,8 +66,10 @@ class Stats:
             self.requests += 1
             self.by_path[path] += 1
             self.log.append((path, params))
+            self.times.append(now)
             if len(self.log) > _LOG_CAP:
                 del self.log[: _LOG_CAP // 2]
+                del self.times[: _LOG_CAP // 2]
 
     def record_rate_limited(self) -> None:
         with self._lock:
@@ -78,6 +82,7 @@ class Stats:
             self.rate_limited = 0
             self.by_path.clear()
             self.log.clear()
+            self.times.clear()
             self.first_at = self.last_at = None
 
     def as_dict(self) -> JsonBody:

@@ -2,13 +2,14 @@
 
 Alerts are sent from separate processes that may run at the same time (the hourly
 `telegram_alerts` run, a heads-up run launched by the liquidation sensor, a manual re-run), so
-"has this gone out already?" must be answered and acted on atomically across processes. The
-ledger is a small SQLite database under `CG_DATA_DIR/alerts/` rather than a table in the DuckDB
-catalog: DuckDB lets one process hold a database file for writing (a user's open session
-would block alerts), while SQLite in WAL mode gives short cross-process write transactions
-with a busy timeout. A claim runs in one `BEGIN IMMEDIATE` transaction, which takes the write
-lock before reading, so two runs deciding about the same alert are serialised: the second
-sees the first's claim and stands back. `synchronous=FULL` makes each step durable before the
+"has this gone out already?" must be answered and acted on atomically across processes, and
+in a deployment across nodes. The ledger is therefore a small database of its own rather than a
+table in the DuckDB catalog (DuckDB lets one process hold a database file for writing, so a
+user's open session would block alerts): a SQLite file under `CG_DATA_DIR/alerts/` on one
+machine, or PostgreSQL when `CG_STATE_DSN` names one (`ledger_store` holds what differs; every
+rule and statement here serves both). A claim runs in one write transaction that holds the
+ledger's write lock before it reads, so two runs deciding about the same alert are serialised:
+the second sees the first's claim and stands back. Each step is committed durably before the
 next one happens, so a process killed at any point leaves a row that says how far it got.
 
 Life of an alert (`key` is the caller's idempotency key, e.g. one coin's digest for one bar):
@@ -23,9 +24,15 @@ Crashes. Every mark names the claim's token and is refused when the row no longe
 it, so a run that lost its claim can neither send (the `sending` mark comes first) nor
 overwrite what the run that took over recorded. A `pending` or `sending` row is taken back
 when its lease (`Policy.lease_s`, renewed by the `sending` mark) has expired, or at once when
-its owner was a process on this machine that no longer exists (a `kill -9`): `pending` becomes
-`failed` (nothing was sent), `sending` becomes `unknown`. Interrupts are released by the
-caller (`delivery.deliver`) the same way, without waiting for the lease.
+its owner's process is gone (a `kill -9`): `pending` becomes `failed` (nothing was sent),
+`sending` becomes `unknown`. Interrupts are released by the caller (`delivery.deliver`) the
+same way, without waiting for the lease.
+
+Across nodes a pid says nothing: the process check applies only to an owner in the same pid
+scope (`pid_scope`: host, kernel boot and PID namespace), so a claim made in another container
+or on another node is taken back by its lease alone, never because an unrelated pid is free
+here. Leases compare each node's wall clock with the one that wrote them, so nodes need their
+clocks synchronised (NTP) to well within `lease_s` (10 minutes).
 
 At least once, at most one repeat. `failed` and `unknown` alerts can be claimed again under
 the same key, and `undelivered` lists them so the next evaluation sends what it owes. Each row
@@ -44,17 +51,16 @@ has passed. Cooldowns end `slack_s` early, so an hourly evaluation is not held b
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from cg_assets.telegram.ledger_store import Row, Tx, ledger_store
 
 Status = Literal["pending", "sending", "sent", "failed", "unknown", "suppressed"]
 LEVELS = ("LOW", "MEDIUM", "HIGH")
@@ -63,65 +69,6 @@ IN_FLIGHT = ("pending", "sending")  # owned by a claim
 MAX_UNCONFIRMED = 2  # sends of unknown outcome after which an alert is never sent again
 
 DEFAULT_COOLDOWNS = {"HIGH": 30 * 60.0, "MEDIUM": 60 * 60.0, "LOW": 6 * 3600.0}
-SCHEMA_VERSION = 1
-
-ALERTS_TABLE = """
-CREATE TABLE {name} (
-    key         TEXT PRIMARY KEY,
-    coin        TEXT NOT NULL,
-    rules       TEXT NOT NULL,            -- comma-separated rule ids the message carries
-    level       TEXT NOT NULL,            -- the highest of their levels
-    chat_id     TEXT NOT NULL,
-    status      TEXT NOT NULL CHECK (status IN
-                    ('pending', 'sending', 'sent', 'failed', 'unknown', 'suppressed')),
-    error       TEXT NOT NULL DEFAULT '', -- why it was not sent (failed, unknown, suppressed)
-    note        TEXT NOT NULL DEFAULT '', -- how it was sent (retries, ambiguous timeouts)
-    message_id  INTEGER,                  -- Telegram's id of the (first) message
-    reply_to    INTEGER,
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    text        TEXT NOT NULL DEFAULT '',
-    created_at  REAL NOT NULL,            -- epoch seconds; datetime(created_at, 'unixepoch')
-    claimed_at  REAL,                     -- when it last became pending
-    updated_at  REAL NOT NULL,
-    owner       TEXT,                     -- the token of the claim that owns a pending/sending row
-    owner_host  TEXT,                     -- where that claim's process runs
-    owner_pid   INTEGER,
-    lease_until REAL,                     -- after this, a pending/sending row is taken back
-    unconfirmed INTEGER NOT NULL DEFAULT 0 -- sends whose delivery is unknown
-)
-"""
-SCHEMA = (
-    ALERTS_TABLE.format(name="IF NOT EXISTS alerts"),
-    """
-    CREATE TABLE IF NOT EXISTS alert_signals (
-        key    TEXT NOT NULL REFERENCES alerts (key) ON DELETE CASCADE,
-        coin   TEXT NOT NULL,
-        rule   TEXT NOT NULL,
-        level  TEXT NOT NULL,
-        PRIMARY KEY (key, rule)
-    )
-    """,
-    "CREATE INDEX IF NOT EXISTS alert_signals_by_rule ON alert_signals (coin, rule)",
-    "CREATE INDEX IF NOT EXISTS alerts_by_status ON alerts (status, claimed_at)",
-    # `records(since=)`: the daily cap and the heartbeat read a day of a year's ledger.
-    "CREATE INDEX IF NOT EXISTS alerts_by_created ON alerts (created_at)",
-)
-
-# Version 0 (before claims had owners) -> 1. Its `pending` rows may have been mid-send, and its
-# `failed` rows "abandoned while sending" were of unknown delivery: both say so from now on.
-MIGRATE_V0_SQL = """
-INSERT INTO alerts_v1 (key, coin, rules, level, chat_id, status, error, note, message_id,
-                       reply_to, attempts, text, created_at, claimed_at, updated_at,
-                       lease_until, unconfirmed)
-SELECT key, coin, rules, level, chat_id,
-       CASE WHEN status = 'pending' THEN 'sending'
-            WHEN status = 'failed' AND error LIKE 'abandoned while sending%' THEN 'unknown'
-            ELSE status END,
-       error, note, message_id, reply_to, attempts, text, created_at, claimed_at, updated_at,
-       CASE WHEN status = 'pending' THEN claimed_at + :lease_s END,
-       CASE WHEN status = 'failed' AND error LIKE 'abandoned while sending%' THEN 1 ELSE 0 END
-FROM alerts
-"""
 
 # Earlier alerts of one rule that can still hold a new one back: in flight, sent, or possibly
 # delivered.
@@ -142,12 +89,35 @@ FROM alerts WHERE status IN ('pending', 'sending')
 ABANDON_SQL = """
 UPDATE alerts SET
     status = CASE status WHEN 'pending' THEN 'failed' ELSE 'unknown' END,
-    unconfirmed = unconfirmed + (status = 'sending'),
+    unconfirmed = unconfirmed + CASE status WHEN 'sending' THEN 1 ELSE 0 END,
     error = CASE status
         WHEN 'pending' THEN 'abandoned before sending (' || :why || '): not delivered'
         ELSE 'abandoned while sending (' || :why || '): delivery unknown' END,
     owner = NULL, lease_until = NULL, updated_at = :now
 WHERE key = :key AND status IN ('pending', 'sending')
+"""
+
+# Never over a claimed or sent row; what is known of earlier sends (`unconfirmed`,
+# `attempts`) stays.
+UPSERT_SQL = """
+INSERT INTO alerts (key, coin, rules, level, chat_id, status, error, reply_to,
+                    created_at, claimed_at, updated_at)
+VALUES (:key, :coin, :rules, :level, :chat_id, :status, :error, :reply_to,
+        :now, :claimed_at, :now)
+ON CONFLICT (key) DO UPDATE SET
+    coin = excluded.coin, rules = excluded.rules, level = excluded.level,
+    chat_id = excluded.chat_id, status = excluded.status, error = excluded.error,
+    note = '', message_id = NULL, text = '', reply_to = excluded.reply_to,
+    claimed_at = coalesce(excluded.claimed_at, alerts.claimed_at),
+    updated_at = excluded.updated_at,
+    owner = NULL, owner_host = NULL, owner_pid = NULL, lease_until = NULL
+"""
+
+RECORDS_SQL = """
+SELECT * FROM alerts
+WHERE coalesce(:coin, coin) = coin AND coalesce(:status, status) = status
+  AND created_at >= coalesce(:since, 0)
+ORDER BY created_at, key
 """
 
 UNDELIVERED_SQL = """
@@ -285,6 +255,7 @@ class Claim:
 
 
 def ledger_path(data_dir: Path | str) -> Path:
+    """The SQLite ledger of one machine (when no CG_STATE_DSN is configured)."""
     return Path(data_dir) / "alerts" / "ledger.sqlite3"
 
 
@@ -304,8 +275,22 @@ def process_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
+def pid_scope() -> str:
+    """Where this process's pid names this process: the host, its kernel boot and its PID
+    namespace. A hostname alone is not enough: containers (a Docker run launcher, pods) may
+    share one while each numbers its processes from 1, so another container's live owner would
+    look dead here. Without /proc (not Linux) the host alone stands for both."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()} boot {boot} pidns {namespace}"
+
+
 class AlertLedger:
-    """The ledger at `path`; safe to use from several processes at once.
+    """The ledger at `location` (a SQLite file path or a `postgresql://` DSN, see
+    `ledger_store`); safe to use from several processes, on several nodes with PostgreSQL.
 
     Each call opens its own short-lived connection, so an instance can be shared freely
     within a process (sensors, assets, threads) and nothing stays locked between calls.
@@ -314,76 +299,33 @@ class AlertLedger:
 
     def __init__(
         self,
-        path: Path | str,
+        location: Path | str,
         policy: Policy | None = None,
         clock: Callable[[], float] = time.time,
         busy_timeout_s: float = 30.0,
     ) -> None:
-        self.path = Path(path)
         self.policy = policy or Policy()
         self.clock = clock
-        self.busy_timeout_s = busy_timeout_s
-        self.host = socket.gethostname()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._create()
+        self.scope = pid_scope()
+        self.store = ledger_store(location, self.policy.lease_s, busy_timeout_s)
 
-    def _create(self) -> None:
-        """Create the tables, or bring an older ledger up to `SCHEMA_VERSION`."""
-        # Foreign keys stay off: replacing `alerts` must not cascade into `alert_signals`.
-        with self._connect(foreign_keys=False) as con:
-            con.execute("PRAGMA journal_mode = WAL")
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                version = con.execute("PRAGMA user_version").fetchone()[0]
-                exists = con.execute(
-                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'alerts'"
-                ).fetchone()[0]
-                if exists and version < 1:
-                    con.execute(ALERTS_TABLE.format(name="alerts_v1"))
-                    con.execute(MIGRATE_V0_SQL, {"lease_s": self.policy.lease_s})
-                    con.execute("DROP TABLE alerts")
-                    con.execute("ALTER TABLE alerts_v1 RENAME TO alerts")
-                for statement in SCHEMA:
-                    con.execute(statement)
-                con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
+    @property
+    def ident(self) -> str:
+        """Which ledger this is, for logs: never a password."""
+        return self.store.ident
 
-    @contextmanager
-    def _connect(self, foreign_keys: bool = True) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
-        try:
-            con.row_factory = sqlite3.Row
-            con.execute(f"PRAGMA foreign_keys = {'ON' if foreign_keys else 'OFF'}")
-            con.execute("PRAGMA synchronous = FULL")
-            yield con
-        finally:
-            con.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction that holds the lock from its first read."""
-        with self._connect() as con:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                yield con
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-            con.execute("COMMIT")
-
-    def _take_back_abandoned(self, con: sqlite3.Connection, now: float) -> None:
-        """Release the claims of runs that are gone: lease expired, or a dead local process."""
-        for row in con.execute(IN_FLIGHT_SQL).fetchall():
+    def _take_back_abandoned(self, tx: Tx, now: float) -> None:
+        """Release the claims of runs that are gone: lease expired, or a dead process whose pid
+        means something here (see `pid_scope`); a claim from another node waits for its
+        lease."""
+        for row in tx.rows(IN_FLIGHT_SQL, {}):
             if row["lease_until"] is None or row["lease_until"] < now:
                 why = "its lease expired"
-            elif row["owner_host"] == self.host and not process_alive(row["owner_pid"]):
+            elif row["owner_host"] == self.scope and not process_alive(row["owner_pid"]):
                 why = f"its process {row['owner_pid']} is gone"
             else:
                 continue
-            con.execute(ABANDON_SQL, {"key": row["key"], "why": why, "now": now})
+            tx.run(ABANDON_SQL, {"key": row["key"], "why": why, "now": now})
 
     # ------------------------------------------------------------------ deciding
 
@@ -406,9 +348,9 @@ class AlertLedger:
         if not signals:
             raise ValueError(f"alert {key!r} has no signals to claim")
         now = self.clock()
-        with self._write() as con:
-            self._take_back_abandoned(con, now)
-            existing = _get(con, key)
+        with self.store.write() as tx:
+            self._take_back_abandoned(tx, now)
+            existing = _get(tx, key)
             if existing is not None:
                 why = _not_again(existing)
                 if why:
@@ -418,7 +360,7 @@ class AlertLedger:
             for signal in signals:
                 earlier = [
                     Prior(row["level"], row["claimed_at"])
-                    for row in con.execute(
+                    for row in tx.rows(
                         PRIOR_SQL,
                         {
                             "coin": coin,
@@ -436,17 +378,17 @@ class AlertLedger:
             if not fresh:
                 reason = "suppressed: " + "; ".join(why for _, why in held)
                 record = _upsert(
-                    con, key, coin, signals, chat_id, "suppressed", reason, now, reply_to
+                    tx, key, coin, signals, chat_id, "suppressed", reason, now, reply_to
                 )
                 return Claim(False, (), tuple(held), reason, record)
             token = uuid.uuid4().hex
-            record = _upsert(con, key, coin, fresh, chat_id, "pending", "", now, reply_to)
+            record = _upsert(tx, key, coin, fresh, chat_id, "pending", "", now, reply_to)
             _update(
-                con,
+                tx,
                 key,
                 now,
                 owner=token,
-                owner_host=self.host,
+                owner_host=self.scope,
                 owner_pid=os.getpid(),
                 lease_until=now + self.policy.lease_s,
             )
@@ -467,15 +409,15 @@ class AlertLedger:
         A claimed or sent alert under the same key is left as it is and returned.
         """
         now = self.clock()
-        with self._write() as con:
-            self._take_back_abandoned(con, now)
-            existing = _get(con, key)
+        with self.store.write() as tx:
+            self._take_back_abandoned(tx, now)
+            existing = _get(tx, key)
             if existing is not None and existing.status in (*IN_FLIGHT, "sent"):
                 return existing
-            record = _upsert(con, key, coin, signals, chat_id, "suppressed", reason, now, None)
+            record = _upsert(tx, key, coin, signals, chat_id, "suppressed", reason, now, None)
             if text:
-                _update(con, key, now, text=text)
-                record = _get(con, key)
+                _update(tx, key, now, text=text)
+                record = _get(tx, key)
             assert record is not None
             return record
 
@@ -484,12 +426,12 @@ class AlertLedger:
         were claimed but are neither confirmed sent nor given up: what the next evaluation
         owes. Abandoned claims are taken back first."""
         now = self.clock()
-        with self._write() as con:
-            self._take_back_abandoned(con, now)
-            rows = con.execute(
+        with self.store.write() as tx:
+            self._take_back_abandoned(tx, now)
+            rows = tx.rows(
                 UNDELIVERED_SQL,
                 {"prefix": prefix, "since": since, "max_unconfirmed": MAX_UNCONFIRMED},
-            ).fetchall()
+            )
         return [_record(row) for row in rows]
 
     # ------------------------------------------------------------------ reporting back
@@ -500,9 +442,9 @@ class AlertLedger:
         """About to send `text`: from now on a crash leaves the delivery unknown. The lease
         restarts, so a long render does not eat into the time the send may take."""
         now = self.clock()
-        with self._write() as con:
+        with self.store.write() as tx:
             return _update_owned(
-                con,
+                tx,
                 claim,
                 ("pending",),
                 now,
@@ -512,9 +454,9 @@ class AlertLedger:
             )
 
     def mark_sent(self, claim: Claim, message_id: int, attempts: int, note: str = "") -> bool:
-        with self._write() as con:
+        with self.store.write() as tx:
             return _update_owned(
-                con,
+                tx,
                 claim,
                 ("sending",),
                 self.clock(),
@@ -537,9 +479,9 @@ class AlertLedger:
         """Not delivered (as far as is known). `unconfirmed`: requests of this attempt that may
         have reached the chat without an answer; with any, the row is `unknown`, not `failed`.
         `message_id` is set when part of a split message went out before the failure."""
-        with self._write() as con:
+        with self.store.write() as tx:
             return _update_owned(
-                con,
+                tx,
                 claim,
                 IN_FLIGHT,
                 self.clock(),
@@ -554,19 +496,16 @@ class AlertLedger:
     # ------------------------------------------------------------------ reading
 
     def get(self, key: str) -> AlertRecord | None:
-        with self._connect() as con:
-            return _get(con, key)
+        with self.store.read() as tx:
+            return _get(tx, key)
 
     def records(
         self, coin: str | None = None, status: Status | None = None, since: float | None = None
     ) -> list[AlertRecord]:
         """Alerts oldest first, optionally of one coin and/or one status, and first decided at
         or after `since` (epoch seconds), so a daily count need not read the whole history."""
-        sql = "SELECT * FROM alerts WHERE coalesce(:coin, coin) = coin"
-        sql += " AND coalesce(:status, status) = status AND created_at >= coalesce(:since, 0)"
-        sql += " ORDER BY created_at, key"
-        with self._connect() as con:
-            rows = con.execute(sql, {"coin": coin, "status": status, "since": since}).fetchall()
+        with self.store.read() as tx:
+            rows = tx.rows(RECORDS_SQL, {"coin": coin, "status": status, "since": since})
         return [_record(row) for row in rows]
 
 
@@ -584,7 +523,7 @@ def _not_again(existing: AlertRecord) -> str:
     return ""
 
 
-def _record(row: sqlite3.Row) -> AlertRecord:
+def _record(row: Row) -> AlertRecord:
     return AlertRecord(
         key=row["key"],
         coin=row["coin"],
@@ -605,13 +544,13 @@ def _record(row: sqlite3.Row) -> AlertRecord:
     )
 
 
-def _get(con: sqlite3.Connection, key: str) -> AlertRecord | None:
-    row = con.execute("SELECT * FROM alerts WHERE key = ?", (key,)).fetchone()
-    return None if row is None else _record(row)
+def _get(tx: Tx, key: str) -> AlertRecord | None:
+    rows = tx.rows("SELECT * FROM alerts WHERE key = :key", {"key": key})
+    return _record(rows[0]) if rows else None
 
 
 def _upsert(
-    con: sqlite3.Connection,
+    tx: Tx,
     key: str,
     coin: str,
     signals: Sequence[SignalRef],
@@ -624,20 +563,8 @@ def _upsert(
     """Insert or overwrite the row of `key` (never called over a claimed or sent row); what
     is known of earlier sends (`unconfirmed`, `attempts`) stays."""
     level = max((s.level for s in signals), key=LEVEL_RANK.__getitem__)
-    con.execute(
-        """
-        INSERT INTO alerts (key, coin, rules, level, chat_id, status, error, reply_to,
-                            created_at, claimed_at, updated_at)
-        VALUES (:key, :coin, :rules, :level, :chat_id, :status, :error, :reply_to,
-                :now, :claimed_at, :now)
-        ON CONFLICT (key) DO UPDATE SET
-            coin = excluded.coin, rules = excluded.rules, level = excluded.level,
-            chat_id = excluded.chat_id, status = excluded.status, error = excluded.error,
-            note = '', message_id = NULL, text = '', reply_to = excluded.reply_to,
-            claimed_at = coalesce(excluded.claimed_at, claimed_at),
-            updated_at = excluded.updated_at,
-            owner = NULL, owner_host = NULL, owner_pid = NULL, lease_until = NULL
-        """,
+    tx.run(
+        UPSERT_SQL,
         {
             "key": key,
             "coin": coin,
@@ -651,28 +578,30 @@ def _upsert(
             "claimed_at": now if status == "pending" else None,
         },
     )
-    con.execute("DELETE FROM alert_signals WHERE key = ?", (key,))
-    con.executemany(
-        "INSERT INTO alert_signals (key, coin, rule, level) VALUES (?, ?, ?, ?)",
-        [(key, coin, s.rule, s.level) for s in signals],
-    )
-    record = _get(con, key)
+    tx.run("DELETE FROM alert_signals WHERE key = :key", {"key": key})
+    for s in signals:
+        tx.run(
+            "INSERT INTO alert_signals (key, coin, rule, level)"
+            " VALUES (:key, :coin, :rule, :level)",
+            {"key": key, "coin": coin, "rule": s.rule, "level": s.level},
+        )
+    record = _get(tx, key)
     assert record is not None
     return record
 
 
-def _update(con: sqlite3.Connection, key: str, now: float, **values: object) -> None:
+def _update(tx: Tx, key: str, now: float, **values: object) -> None:
     assignments = ", ".join(f"{name} = :{name}" for name in values)
-    cursor = con.execute(
+    changed = tx.run(
         f"UPDATE alerts SET {assignments}, updated_at = :now WHERE key = :key",
         {**values, "now": now, "key": key},
     )
-    if cursor.rowcount != 1:
+    if changed != 1:
         raise KeyError(f"no alert with key {key!r} in the ledger")
 
 
 def _update_owned(
-    con: sqlite3.Connection,
+    tx: Tx,
     claim: Claim,
     statuses: Sequence[Status],
     now: float,
@@ -683,19 +612,25 @@ def _update_owned(
     if not claim.token:
         raise ValueError(f"alert {claim.key!r}: the claim was not granted, there is no row to mark")
     assignments = "".join(f"{name} = :{name}, " for name in values)
-    cursor = con.execute(
+    in_statuses, status_params = in_list("status", statuses)
+    changed = tx.run(
         f"""
         UPDATE alerts SET {assignments}unconfirmed = unconfirmed + :added, updated_at = :now
-        WHERE key = :key AND owner = :owner
-          AND status IN (SELECT value FROM json_each(:statuses))
+        WHERE key = :key AND owner = :owner AND {in_statuses}
         """,
         {
             **values,
+            **status_params,
             "added": unconfirmed_added,
             "now": now,
             "key": claim.key,
             "owner": claim.token,
-            "statuses": json.dumps(list(statuses)),
         },
     )
-    return cursor.rowcount == 1
+    return changed == 1
+
+
+def in_list(name: str, values: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """`name IN (:name0, :name1, ...)` and its parameters: a list parameter both dialects take."""
+    params = {f"{name}{i}": value for i, value in enumerate(values)}
+    return f"{name} IN ({', '.join(':' + p for p in params)})", params

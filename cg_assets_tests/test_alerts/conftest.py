@@ -18,6 +18,7 @@ from cg_assets.resources.telegram import TelegramResource
 from cg_assets.settings import Settings
 from cg_assets.sim import TelegramServer
 from cg_assets.storage import Lake
+from cg_assets.telegram.ledger import ledger_path
 
 TOKEN = "777000111:standin-test-token"
 CHAT = 5550001
@@ -179,3 +180,12 @@ def metadata(result: dg.ExecuteInProcessResult) -> dict:
 
 def ledger_file(settings: Settings) -> Path:
     return settings.data_dir / "alerts" / "ledger.sqlite3"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the ledger lives: every test taking it runs on both backends (PostgreSQL: a real
+    server, see postgres_harness)."""
+    if request.param == "sqlite":
+        return str(ledger_path(tmp_path / "data"))
+    return request.getfixturevalue("postgres_dsn")

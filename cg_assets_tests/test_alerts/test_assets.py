@@ -289,6 +289,29 @@ def test_definitions_wire_the_asset_and_the_resource(settings, monkeypatch: pyte
     assert telegram.gate() == "suppressed: no TELEGRAM_CHAT_ID"
 
 
+def test_a_state_dsn_moves_the_ledger_to_postgresql_and_is_never_shown(
+    env, lake, telegram, clock, instance, postgres_dsn, monkeypatch: pytest.MonkeyPatch
+):
+    """CG_STATE_DSN, as a deployment sets it: the run keeps its ledger there (no SQLite file
+    appears), and its password (trust authentication ignores it) is in no config, log or
+    metadata."""
+    password = "s3cret-state-pw"
+    monkeypatch.setenv("CG_STATE_DSN", postgres_dsn.replace("@", f":{password}@", 1))
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    monkeypatch.setenv("TELEGRAM_CHAT_ID", str(CHAT))
+    settings = Settings.from_env({**env, "TELEGRAM_API_BASE_URL": telegram.base_url})
+    resource_ = build_telegram_resource(settings)
+    assert isinstance(resource_.ledger_location, dg.EnvVar)  # resolved at launch, not shown
+    write_bar(lake, BAR, {"BTC": [FUNDING]})
+    result = run_alerts(settings, resource_, clock, instance)
+    assert result.success
+    assert [(r.coin, r.status) for r in AlertLedger(postgres_dsn).records()] == [("BTC", "sent")]
+    assert not ledger_file(settings).exists()
+    shown = [repr(r) for r in instance.all_logs(result.run_id)]
+    shown += [repr(instance.get_run_by_id(result.run_id)), repr(metadata(result))]
+    assert password not in "\n".join(shown)
+
+
 @pytest.mark.parametrize(
     ("raw", "enabled"), [("", True), ("true", True), ("1", True), ("Off", False), ("no", False)]
 )

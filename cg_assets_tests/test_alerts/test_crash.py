@@ -7,7 +7,8 @@ terminated with SIGTERM, which Dagster raises as `DagsterExecutionInterruptedErr
 There the test kills it with SIGKILL, or interrupts it and keeps it hanging, then runs a fresh
 evaluation in this process and asserts the outcome the README promises: delivered once; or at
 most one extra copy, flagged as a possible repeat; and the rule's cooldown still held. Time
-moves through injected clocks (the child's is fixed), never through sleeps.
+moves through injected clocks (the child's is fixed), never through sleeps. Each test runs
+with the ledger in a SQLite file and in PostgreSQL (`ledger_location`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 
 import dagster as dg
@@ -35,7 +37,6 @@ from cg_assets_tests.test_alerts.conftest import (
     START,
     TOKEN,
     Clock,
-    ledger_file,
     metadata,
     resource,
     run_alerts,
@@ -58,7 +59,7 @@ from cg_assets.resources.telegram import TelegramResource
 from cg_assets.settings import Settings
 from cg_assets.telegram.sender import TelegramSender
 
-point, now, token, chat = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
+point, now, token, chat, where = sys.argv[1], float(sys.argv[2]), *sys.argv[3:6]
 
 
 def pause(label):
@@ -91,7 +92,9 @@ def send_then_pause(self, *args, **kwargs):
 assets.render_digest = render_then_pause
 TelegramSender.send = send_then_pause
 settings = Settings.from_env()
-telegram = TelegramResource(bot_token=token, chat_id=chat, base_url=settings.telegram_api_base_url)
+telegram = TelegramResource(
+    bot_token=token, chat_id=chat, base_url=settings.telegram_api_base_url, ledger_location=where
+)
 with dg.instance_for_test() as instance:
     result = dg.materialize(
         [assets.build_alert_assets(settings, lambda: now)],
@@ -107,10 +110,10 @@ sys.stdin.readline()  # alive until the test ends it
 class Child:
     """The evaluation process; its stdout lines arrive through a queue, read with deadlines."""
 
-    def __init__(self, env: dict[str, str], point: str, now: float) -> None:
+    def __init__(self, world: World, point: str, now: float) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, point, str(now), TOKEN, str(CHAT)],
-            env=env,
+            [sys.executable, "-c", CHILD, point, str(now), TOKEN, str(CHAT), world.location],
+            env=world.env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -158,9 +161,16 @@ def stand_in() -> Iterator[TelegramServer]:
         yield server
 
 
+@dataclass(frozen=True)
+class World:
+    env: dict[str, str]  # the child's environment
+    settings: Settings  # of both processes
+    location: str  # the ledger's
+
+
 @pytest.fixture
-def world(env: dict[str, str], stand_in: TelegramServer) -> tuple[dict[str, str], Settings]:
-    """The child's environment and the settings of both processes, one digest to send."""
+def world(env: dict[str, str], stand_in: TelegramServer, ledger_location: str) -> World:
+    """Both processes' configuration, one digest to send."""
     child_env = {
         **os.environ,
         **env,
@@ -169,7 +179,7 @@ def world(env: dict[str, str], stand_in: TelegramServer) -> tuple[dict[str, str]
     }
     settings = Settings.from_env(child_env)
     write_bar(Lake(settings.data_dir), BAR, {"BTC": [FUNDING, TAKER]})
-    return child_env, settings
+    return World(child_env, settings, ledger_location)
 
 
 @pytest.fixture
@@ -179,7 +189,7 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 
 def evaluate(
-    settings: Settings,
+    world: World,
     stand_in: TelegramServer,
     clock: Clock,
     instance: dg.DagsterInstance,
@@ -191,34 +201,34 @@ def evaluate(
     between (BTC has no signal on it), so only what is owed can be sent."""
     clock.advance(minutes_later)
     if new_bar:
-        write_bar(Lake(settings.data_dir), BAR + timedelta(hours=1), {"BTC": []})
-    result = run_alerts(settings, resource(stand_in), clock, instance)
+        write_bar(Lake(world.settings.data_dir), BAR + timedelta(hours=1), {"BTC": []})
+    telegram = resource(stand_in, ledger_location=world.location)
+    result = run_alerts(world.settings, telegram, clock, instance)
     assert result.success
     return metadata(result)
 
 
-def row(settings: Settings, clock: Clock):
-    return AlertLedger(ledger_file(settings), clock=clock).get(KEY)
+def row(world: World, clock: Clock):
+    return AlertLedger(world.location, clock=clock).get(KEY)
 
 
 def test_killed_after_the_claim_before_the_send_the_next_evaluation_delivers_it_once(
     world, stand_in, instance
 ):
-    env, settings = world
     clock = Clock(START)
-    child = Child(env, "claimed", clock())
+    child = Child(world, "claimed", clock())
     child.expect("claimed")
     child.kill()
-    assert row(settings, clock).status == "pending"  # what the crash left
+    assert row(world, clock).status == "pending"  # what the crash left
     # The next hourly evaluation: a newer, quiet bar; the 11:00 digest is still owed.
-    meta = evaluate(settings, stand_in, clock, instance, minutes_later=60, new_bar=True)
+    meta = evaluate(world, stand_in, clock, instance, minutes_later=60, new_bar=True)
     [message] = stand_in.messages()
     assert (meta["sent"], meta["owed"]) == (1, [KEY])
     assert message.plain.startswith("🔴 BTC · 1 HIGH · 1 MEDIUM\n1h bar 2026-03-01 11:00 UTC")
     assert "Possible repeat" not in message.plain  # nothing had gone out
-    record = row(settings, clock)
+    record = row(world, clock)
     assert (record.status, record.message_id, record.unconfirmed) == ("sent", 1, 0)
-    again = evaluate(settings, stand_in, clock, instance, minutes_later=5)
+    again = evaluate(world, stand_in, clock, instance, minutes_later=5)
     assert len(stand_in.messages()) == 1
     assert (again["sent"], again["owed"]) == (0, [])
 
@@ -226,31 +236,30 @@ def test_killed_after_the_claim_before_the_send_the_next_evaluation_delivers_it_
 def test_killed_after_the_send_before_the_record_one_flagged_copy_and_the_cooldown_holds(
     world, stand_in, instance
 ):
-    env, settings = world
     clock = Clock(START)
-    child = Child(env, "sent", clock())
+    child = Child(world, "sent", clock())
     child.expect("sent")
     child.kill()
     [original] = stand_in.messages()  # sent, but never recorded
     # 15 minutes later another BTC funding alert (a heads-up, a manual run) is held back:
     # the copy that may be out counts for the 30-minute HIGH cooldown.
     clock.advance(15)
-    held = AlertLedger(ledger_file(settings), clock=clock).claim(
+    held = AlertLedger(world.location, clock=clock).claim(
         "other:BTC", "BTC", [SignalRef("funding", "HIGH")], str(CHAT)
     )
     assert held.reason == (
         "suppressed: funding: cooldown, HIGH alerted 15 min ago (HIGH cooldown 30 min)"
     )
-    assert (row(settings, clock).status, row(settings, clock).unconfirmed) == ("unknown", 1)
-    meta = evaluate(settings, stand_in, clock, instance, minutes_later=45, new_bar=True)
+    assert (row(world, clock).status, row(world, clock).unconfirmed) == ("unknown", 1)
+    meta = evaluate(world, stand_in, clock, instance, minutes_later=45, new_bar=True)
     first, repeat = stand_in.messages()
     assert first == original
     assert repeat.text == flag_repeat(original.text)  # the same digest, flagged
     assert (meta["sent"], meta["owed"]) == (1, [KEY])
-    record = row(settings, clock)
+    record = row(world, clock)
     assert (record.status, record.message_id, record.unconfirmed) == ("sent", 2, 1)
     assert record.note == "possible repeat: an earlier send's delivery was unknown"
-    again = evaluate(settings, stand_in, clock, instance, minutes_later=5)
+    again = evaluate(world, stand_in, clock, instance, minutes_later=5)
     assert again["sent"] == 0
     assert len(stand_in.messages()) == 2
 
@@ -258,14 +267,13 @@ def test_killed_after_the_send_before_the_record_one_flagged_copy_and_the_cooldo
 def test_terminated_before_the_send_the_claim_is_released_at_once(world, stand_in, instance):
     """The interrupted process hangs on (it is alive, its lease runs): the next evaluation,
     with no time passed, sends the digest because the interrupt released the claim."""
-    env, settings = world
     clock = Clock(START)
-    child = Child(env, "claimed", clock())
+    child = Child(world, "claimed", clock())
     child.expect("claimed")
     child.terminate()
     child.expect("stopped")
-    released = row(settings, clock)
-    meta = evaluate(settings, stand_in, clock, instance, minutes_later=0)
+    released = row(world, clock)
+    meta = evaluate(world, stand_in, clock, instance, minutes_later=0)
     child.kill()
     assert meta["sent"] == 1
     [message] = stand_in.messages()
@@ -274,23 +282,22 @@ def test_terminated_before_the_send_the_claim_is_released_at_once(world, stand_i
         "failed",
         "stopped before sending: DagsterExecutionInterruptedError",
     )
-    assert evaluate(settings, stand_in, clock, instance, minutes_later=5)["sent"] == 0
+    assert evaluate(world, stand_in, clock, instance, minutes_later=5)["sent"] == 0
     assert len(stand_in.messages()) == 1
 
 
 def test_terminated_while_sending_one_flagged_copy_follows_at_once(world, stand_in, instance):
     """Telegram has the message, its answer is late, the run is terminated: delivery is
     unknown, so the next evaluation sends one flagged copy, and no third."""
-    env, settings = world
     stand_in.faults.update({"slow": 1, "slow_s": 60.0, "slow_delivers": True})
     clock = Clock(START)
-    child = Child(env, "sending", clock())
+    child = Child(world, "sending", clock())
     child.expect("sending")
     [original] = stand_in.wait_for_messages(1, timeout_s=60)
     child.terminate()
     child.expect("stopped")
-    released = row(settings, clock)
-    meta = evaluate(settings, stand_in, clock, instance, minutes_later=1)
+    released = row(world, clock)
+    meta = evaluate(world, stand_in, clock, instance, minutes_later=1)
     child.kill()
     assert meta["sent"] == 1
     first, repeat = stand_in.messages()
@@ -299,7 +306,7 @@ def test_terminated_while_sending_one_flagged_copy_follows_at_once(world, stand_
         "unknown",
         "stopped while sending, delivery unknown: DagsterExecutionInterruptedError",
     )
-    assert evaluate(settings, stand_in, clock, instance, minutes_later=5)["sent"] == 0
+    assert evaluate(world, stand_in, clock, instance, minutes_later=5)["sent"] == 0
     assert len(stand_in.messages()) == 2
 
 
@@ -316,16 +323,15 @@ def test_a_stale_owner_past_its_lease_neither_sends_nor_records(
     """The owner does not die but stalls (or runs where its process cannot be seen): its
     claim holds for the 10-minute lease, then the next evaluation takes over, and when the
     stalled run resumes the ledger refuses its marks."""
-    env, settings = world
     clock = Clock(START)
-    child = Child(env, point, clock())
+    child = Child(world, point, clock())
     child.expect(point)
     try:
-        waiting = evaluate(settings, stand_in, clock, instance, minutes_later=5)
+        waiting = evaluate(world, stand_in, clock, instance, minutes_later=5)
         assert (waiting["sent"], waiting["skipped"]) == (0, 1)  # "being sent by another run"
-        taken = evaluate(settings, stand_in, clock, instance, minutes_later=6)
+        taken = evaluate(world, stand_in, clock, instance, minutes_later=6)
         assert taken["sent"] == 1
-        ours = row(settings, clock)
+        ours = row(world, clock)
         child.resume()
         child.expect("finished")
     finally:
@@ -334,6 +340,6 @@ def test_a_stale_owner_past_its_lease_neither_sends_nor_records(
     digest = messages[0].text.removeprefix(flag_repeat(""))
     texts = {digest: "digest", flag_repeat(digest): "flagged digest"}
     assert [texts[m.text] for m in messages] == expected_texts
-    after = row(settings, clock)
+    after = row(world, clock)
     assert (after.status, after.message_id, after.note) == ("sent", ours.message_id, ours.note)
     assert ours.message_id == len(messages)  # the takeover's send is the one on record

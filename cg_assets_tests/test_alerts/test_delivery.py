@@ -10,14 +10,13 @@ import logging
 import socket
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from cg_assets.sim import TelegramServer
 from cg_assets.telegram.delivery import deliver
-from cg_assets.telegram.ledger import AlertLedger, SignalRef, ledger_path
+from cg_assets.telegram.ledger import AlertLedger, SignalRef
 from cg_assets.telegram.markup import flag_repeat
 from cg_assets.telegram.sender import SendResult, TelegramSender
 from cg_assets_tests.test_alerts.conftest import CHAT, TOKEN
@@ -265,8 +264,8 @@ def render(fresh: Sequence[SignalRef], held: Sequence) -> list[str]:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> AlertLedger:
-    return AlertLedger(ledger_path(tmp_path))
+def ledger(ledger_location: str) -> AlertLedger:
+    return AlertLedger(ledger_location)
 
 
 def test_deliver_claims_sends_and_records_a_reply(telegram, waits, ledger):

@@ -1,12 +1,15 @@
 """The ledger's decisions: de-dup, per-level cooldowns, statuses, atomic claims, owned marks,
 abandoned claims taken back, and at most one repeat.
 
-Time moves through an injected clock; concurrency is real (threads and processes on one file).
+Every test of the ledger's behaviour runs on both backends (`ledger_location`: a SQLite file
+and a real PostgreSQL database). Time moves through an injected clock; concurrency is real
+(threads and processes on one ledger).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -26,6 +29,7 @@ from cg_assets.telegram.ledger import (
     ledger_path,
     process_alive,
 )
+from cg_assets.telegram.ledger_store import pg_sql
 from cg_assets_tests.test_alerts.conftest import START, Clock
 
 HIGH = SignalRef("funding", "HIGH")
@@ -40,8 +44,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path, clock: Clock) -> AlertLedger:
-    return AlertLedger(ledger_path(tmp_path), clock=clock)
+def ledger(ledger_location: str, clock: Clock) -> AlertLedger:
+    return AlertLedger(ledger_location, clock=clock)
 
 
 def claimed(ledger: AlertLedger, key: str, *signals: SignalRef, coin: str = "BTC") -> Claim:
@@ -264,17 +268,17 @@ def test_undelivered_lists_what_is_owed_by_prefix_and_age(ledger, clock):
     assert ledger.undelivered("digest:", since=clock() - 60) == []
 
 
-def test_a_dead_local_owner_is_taken_back_without_waiting_for_the_lease(ledger, tmp_path):
+def test_a_dead_local_owner_is_taken_back_without_waiting_for_the_lease(ledger, ledger_location):
     """A process claims and marks sending, then is killed -9: the next claim (no time passed)
     finds its process gone and takes the row back as of unknown delivery."""
     owner = subprocess.Popen(
-        [sys.executable, "-c", OWNER, str(ledger.path)],
+        [sys.executable, "-c", OWNER, ledger_location],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
-        assert owner.stdout.readline().strip() == "sending"
+        assert owner.stdout.readline().split() == ["sending", str(owner.pid)]
         assert ledger.claim("k", "BTC", [HIGH], "1").reason == "being sent by another run"
     finally:
         owner.kill()
@@ -289,14 +293,62 @@ def test_a_dead_local_owner_is_taken_back_without_waiting_for_the_lease(ledger, 
 
 
 OWNER = """
+import os
 import sys
 from cg_assets.telegram.ledger import AlertLedger, SignalRef
 ledger = AlertLedger(sys.argv[1])
 claim = ledger.claim("k", "BTC", [SignalRef("funding", "HIGH")], "1")
 assert ledger.mark_sending(claim, "<b>k</b>")
-print("sending", flush=True)
+print("sending", os.getpid(), flush=True)
 sys.stdin.readline()
 """
+
+
+def _free_pid() -> int:
+    """A pid no process of this namespace has now."""
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    return next(p for p in range(pid_max // 2, pid_max) if not Path(f"/proc/{p}").exists())
+
+
+def _can_make_pid_namespaces() -> bool:
+    probe = ["unshare", "--pid", "--fork", "--mount-proc", "true"]
+    return bool(shutil.which("unshare")) and subprocess.run(probe, check=False).returncode == 0
+
+
+@pytest.mark.skipif(not _can_make_pid_namespaces(), reason="needs unshare and CAP_SYS_ADMIN")
+def test_a_live_owner_in_another_pid_namespace_is_left_to_its_lease(ledger_location):
+    """The owner runs in a container of its own (a new PID namespace, same hostname) under a
+    pid that no process has here: it is alive, so its claim must hold until the lease ends.
+    A check by hostname and pid alone took it back, and its send would have been repeated."""
+    pid = _free_pid()
+    # The namespace's init (sh) sets the next pid, then starts the owner under it.
+    init = f'echo {pid - 1} > /proc/sys/kernel/ns_last_pid && {sys.executable} -c "$0" "$1"'
+    owner = subprocess.Popen(
+        [
+            *("unshare", "--pid", "--fork", "--mount-proc", "--kill-child"),
+            *("sh", "-c", f"{init}; exit $?", OWNER),
+            ledger_location,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout.readline().split() == ["sending", str(pid)]
+        assert not process_alive(pid)  # so a pid check here would call it dead
+        now = AlertLedger(ledger_location)  # the owner's lease runs on the wall clock
+        assert now.claim("k", "BTC", [HIGH], "1").reason == "being sent by another run"
+        later = AlertLedger(ledger_location, clock=lambda: time.time() + POLICY.lease_s + 1)
+        [owed] = later.undelivered("k", since=0)
+        assert (owed.status, owed.error) == (
+            "unknown",
+            "abandoned while sending (its lease expired): delivery unknown",
+        )
+        taken = later.claim("k", "BTC", [HIGH], "1")
+        assert (taken.granted, taken.repeat) == (True, True)
+    finally:
+        owner.kill()
+        owner.wait(timeout=30)
 
 
 def test_process_alive(tmp_path):
@@ -328,17 +380,31 @@ def test_records_and_fields(ledger, clock):
 
 
 def test_the_file_is_sqlite_in_wal_mode_under_the_data_dir(tmp_path):
-    ledger = AlertLedger(ledger_path(tmp_path / "data"))
-    assert ledger.path == tmp_path / "data" / "alerts" / "ledger.sqlite3"
-    with sqlite3.connect(ledger.path) as con:
+    path = tmp_path / "data" / "alerts" / "ledger.sqlite3"
+    assert AlertLedger(ledger_path(tmp_path / "data")).ident == f"sqlite:{path}"
+    with sqlite3.connect(path) as con:
         assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_statements_are_rewritten_for_psycopg2():
+    sql = "SELECT ':x', a::int FROM t WHERE k = :key AND e LIKE 'a%' || :why || '): x'"
+    assert pg_sql(sql) == (
+        "SELECT ':x', a::int FROM t WHERE k = %(key)s AND e LIKE 'a%%' || %(why)s || '): x'"
+    )
+
+
+def test_the_postgresql_ident_never_carries_the_password(postgres_dsn):
+    ledger = AlertLedger(postgres_dsn.replace("@", ":s3cret@", 1))
+    assert ledger.claim("k", "BTC", [HIGH], "1").granted  # trust authentication ignores it
+    assert ledger.ident.startswith("postgresql:127.0.0.1:")
+    assert "s3cret" not in ledger.ident
 
 
 # --------------------------------------------------------------------------- atomicity
 
 
-def test_racing_threads_claim_one_key_once(tmp_path):
-    path = ledger_path(tmp_path)
+def test_racing_threads_claim_one_key_once(ledger_location):
+    path = ledger_location
     AlertLedger(path)
     barrier = threading.Barrier(8)
     granted: list[bool] = []
@@ -372,14 +438,14 @@ print(won)
 
 
 @pytest.mark.slow
-def test_racing_processes_claim_each_alert_once_in_total(tmp_path):
+def test_racing_processes_claim_each_alert_once_in_total(ledger_location):
     """Four processes claim 20 alerts of one (coin, rule) at the same moment: the first claim
     wins and the 5-minute dedup holds every other back, whichever process made it."""
-    path = ledger_path(tmp_path)
+    path = ledger_location
     AlertLedger(path)
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CLAIMER, str(path)],
+            [sys.executable, "-c", CLAIMER, path],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +18,7 @@ from cg_assets.settings import Settings
 from cg_assets.sim import TelegramServer
 from cg_assets.storage import Lake
 from cg_assets.telegram.ledger import AlertLedger
-from cg_assets_tests.test_alerts.conftest import CHAT, TOKEN, ledger_file, write_bar
+from cg_assets_tests.test_alerts.conftest import CHAT, TOKEN, write_bar
 
 pytestmark = pytest.mark.slow
 
@@ -33,7 +32,7 @@ from cg_assets.settings import Settings
 
 settings = Settings.from_env()
 telegram = TelegramResource(bot_token=sys.argv[1], chat_id=sys.argv[2],
-                            base_url=settings.telegram_api_base_url)
+                            base_url=settings.telegram_api_base_url, ledger_location=sys.argv[3])
 print("ready", flush=True)
 sys.stdin.readline()  # the test releases both processes at once
 with dg.instance_for_test() as instance:
@@ -47,7 +46,8 @@ print("sent", meta["sent"].value, "skipped", meta["skipped"].value, flush=True)
 """
 
 
-def test_two_runs_at_once_send_each_alert_exactly_once(env, tmp_path: Path):
+def test_two_runs_at_once_send_each_alert_exactly_once(env, ledger_location: str):
+    """On either backend of the ledger (`ledger_location`)."""
     with TelegramServer(tokens=[TOKEN], chats=[CHAT]) as tg:
         tg.faults.update({"slow": 2, "slow_s": 1.5})  # the winner is still sending...
         proc_env = {**os.environ, **env, "TELEGRAM_API_BASE_URL": tg.base_url}
@@ -60,7 +60,7 @@ def test_two_runs_at_once_send_each_alert_exactly_once(env, tmp_path: Path):
         )
         procs = [
             subprocess.Popen(
-                [sys.executable, "-c", RUN, TOKEN, str(CHAT)],
+                [sys.executable, "-c", RUN, TOKEN, str(CHAT), ledger_location],
                 env=proc_env,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -79,5 +79,5 @@ def test_two_runs_at_once_send_each_alert_exactly_once(env, tmp_path: Path):
     totals = [tuple(int(x) for x in out.split()[1::2]) for out, _ in outputs]
     assert sum(sent for sent, _ in totals) == 2
     assert sum(skipped for _, skipped in totals) == 2
-    records = AlertLedger(ledger_file(settings)).records()
+    records = AlertLedger(ledger_location).records()
     assert [(r.coin, r.status) for r in records] == [("BTC", "sent"), ("ETH", "sent")]

@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 FLOORS_LOWEST_FIRST: list[tuple[str, ...]] = [
     # The plan table and time units, which settings validates CG_PLAN against. It imports
     # nothing from cg_assets, so it is the bottom floor although it sits in coinglass/.
-    ("cg_assets.coinglass.plans",),
+    # `state_location` likewise: settings validates CG_STATE_DSN, the stores above read it.
+    ("cg_assets.coinglass.plans", "cg_assets.state_location"),
     ("cg_assets.settings", "cg_assets.partitions", "cg_assets.tables", "cg_assets.automation"),
     ("cg_assets.coinglass", "cg_assets.storage", "cg_assets.telegram"),
     ("cg_assets.resources",),

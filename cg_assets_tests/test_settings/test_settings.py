@@ -148,3 +148,16 @@ def test_ingestion_defaults():
     assert (s.ingest_interval_s, s.ingest_max_events) == (60, 200_000)
     assert (s.ingest_retry_backoff_s, s.ingest_alert_after_failures) == (60, 3)
     assert s.ingest_max_runtime_s == 900
+
+
+@pytest.mark.parametrize(
+    ("value", "scheme"),
+    [("host=db password=pw1", "none"), ("mysql://u:pw1@db/x", "mysql")],
+)
+def test_a_state_dsn_must_be_a_postgresql_url_and_is_never_quoted(value, scheme):
+    [problem] = problems({"CG_STATE_DSN": value})
+    assert problem.startswith(
+        f"CG_STATE_DSN: expected a postgresql:// URL, got one with scheme {scheme!r}"
+    )
+    assert "pw1" not in problem
+    Settings.from_env({"CG_STATE_DSN": "postgresql://u:pw1@db:5433/cg"})  # accepted
