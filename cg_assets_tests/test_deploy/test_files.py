@@ -89,8 +89,12 @@ def test_run_containers_get_what_a_run_needs():
     name, path = volume.split(":")
     assert name == COMPOSE["volumes"]["data"]["name"]
     assert path == daemon_env["CG_DATA_DIR"] == "/data"
-    for service in ("code", "sidecar"):
-        assert f"data:{path}" in SERVICES[service]["volumes"]
+    for service in ("code", "webserver", "daemon", "sidecar"):
+        assert f"data:{path}" in SERVICES[service]["volumes"], service
+    # The runs' output, written in run containers, read by the webserver.
+    logs = INSTANCE["compute_logs"]["config"]["base_dir"]["env"]
+    assert logs in launcher["env_vars"]
+    assert SERVICES["webserver"]["environment"][logs].startswith(f"{path}/")
     for service in ("webserver", "daemon"):
         assert "/var/run/docker.sock:/var/run/docker.sock" in SERVICES[service]["volumes"]
 

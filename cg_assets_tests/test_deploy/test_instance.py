@@ -92,12 +92,16 @@ def instance(
     (home / "dagster.yaml").write_text(local_instance_yaml())
     for name, value in postgres_env(postgres_dsn).items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DAGSTER_COMPUTE_LOGS_DIR", str(tmp_path / "compute_logs"))
     with dg.DagsterInstance.from_config(str(home)) as instance:
         yield instance
 
 
 def test_dagster_runs_on_the_production_settings(instance: dg.DagsterInstance):
     assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+    logs = instance.compute_log_manager
+    assert type(logs).__name__ == "LocalComputeLogManager"
+    assert logs._base_dir.endswith("/compute_logs")  # resolved from DAGSTER_COMPUTE_LOGS_DIR
     assert isinstance(instance.event_log_storage, SqlEventLogStorage)
     assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
     settings = instance.get_concurrency_config()
