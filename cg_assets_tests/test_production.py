@@ -40,7 +40,9 @@ from cg_assets.telegram.ledger import AlertLedger
 from cg_assets_tests.deploy_files import load, local_instance_yaml, postgres_env
 from cg_assets_tests.test_e2e import free_port, get_json, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+# Start-up, a backfill and the alerts take about 3.5 minutes on an idle 2-core box; the waits
+# below allow for a loaded one.
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(1500)]
 
 BACKFILL_DAYS = 3
 MARKET = [a.name for a in MARKET_ASSETS]
