@@ -100,6 +100,16 @@ class Topology:
         with mock.patch.dict(os.environ, self.env):
             return dg.DagsterInstance.from_config(str(self.dagster_home))
 
+    def story(self) -> str:
+        """What happened so far, for a failure message: the runs and the messages received."""
+        with self.instance() as instance:
+            runs = [
+                f"{r.job_name} {r.status.value} {sorted(r.asset_selection or [])}"
+                for r in reversed(instance.get_runs())
+            ]
+        messages = [m["plain"].splitlines()[0] for m in self.messages()]
+        return "runs:\n  " + "\n  ".join(runs) + "\nmessages:\n  " + "\n  ".join(messages)
+
     def lake(self) -> Lake:
         return Lake(self.settings.data_dir)
 
@@ -218,7 +228,10 @@ def test_backfill_live_alerts_and_the_stores_agree(topology: Topology):
         digests = [m for m in messages if f"bar {newest} " in m["plain"] and not m["reply_to"]]
         return {"headsup": headsups[0], "digest": digests[0]} if headsups and digests else None
 
-    seen = wait_for(telegram, 600, "a heads-up and the newest bar's digest on Telegram")
+    try:
+        seen = wait_for(telegram, 900, "a heads-up and the newest bar's digest on Telegram")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{topology.story()}") from None
     assert get_json(f"{topology.health}/health/ready")["ready"]
 
     # Dagster's storage (PostgreSQL) and the lake agree on every market asset's days.
