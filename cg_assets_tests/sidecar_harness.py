@@ -110,7 +110,9 @@ class Sidecar:
     @property
     def health_url(self) -> str:
         found = wait_until(
-            lambda: re.search(r"health (http://127\.0\.0\.1:\d+)/health/ready", self.log()),
+            lambda: re.search(
+                rf"started \(pid {self.pid}\).*health (http://[\d.]+:\d+)/health/ready", self.log()
+            ),
             10,
             "the health URL in the log",
         )

@@ -44,6 +44,8 @@ class Config:
     api_key: str | None = field(default=None, repr=False)
     data_dir: Path = Path("data")
     channel: str = "liquidationOrders"
+    # Loopback by default; a container sets 0.0.0.0 so that the kubelet's probes and
+    # Prometheus, which connect to the pod's or container's address, reach it.
     health_host: str = "127.0.0.1"
     health_port: int = 8790
     ping_interval_s: float = 20.0
@@ -128,6 +130,7 @@ class Config:
             api_key=api_key,
             data_dir=Path(env.get("CG_DATA_DIR", "").strip() or "data"),
             channel=reader.get("CG_WS_CHANNEL", "liquidationOrders", _channel),
+            health_host=reader.get("SIDECAR_HEALTH_HOST", "127.0.0.1", _listen_address),
             health_port=reader.get("SIDECAR_HEALTH_PORT", "8790", _port),
             ping_interval_s=reader.get("SIDECAR_PING_INTERVAL_S", "20", _positive),
             pong_timeout_s=reader.get("SIDECAR_PONG_TIMEOUT_S", "10", _positive),
@@ -224,6 +227,16 @@ def _port(raw: str) -> int:
     if not 0 <= port <= 65535:
         raise ValueError("expected a TCP port 0-65535 (0 picks a free one)")
     return port
+
+
+def _listen_address(raw: str) -> str:
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        raise ValueError(
+            "expected an IP address to listen on (127.0.0.1: this machine only; 0.0.0.0: every"
+            " interface, as a container needs)"
+        ) from None
 
 
 def _integer(raw: str) -> int:

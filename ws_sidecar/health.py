@@ -2,9 +2,10 @@
 
 The status file (`CG_DATA_DIR/sidecar_status.json`, rewritten atomically every ~2 s) is what
 Dagster's freshness check reads, since Dagster runs share the data directory but not the
-network namespace of a container. The HTTP server (loopback only) is for process supervisors
-and Prometheus: `/health/live` says the process is up, `/health/ready` that it is subscribed
-and CoinGlass answered a ping recently, `/metrics` exposes the counters through
+network namespace of a container. The HTTP server (loopback, or the address
+`SIDECAR_HEALTH_HOST` names in a container) is for process supervisors and Prometheus:
+`/health/live` says the process is up, `/health/ready` that it is subscribed and CoinGlass
+answered a ping recently, `/metrics` exposes the counters through
 `prometheus_client`, from a registry of this process's own (the library's global default
 registry would add its process and GC collectors, and anything else that registers there).
 """
@@ -145,7 +146,7 @@ async def keep_status_file(path: Path, interval_s: float, document: Callable[[],
 
 
 class HealthServer:
-    """A tiny HTTP/1.1 server on loopback; one request per connection."""
+    """A tiny HTTP/1.1 server; one request per connection."""
 
     def __init__(self, monitor: Monitor, host: str = "127.0.0.1", port: int = 0) -> None:
         self._monitor = monitor

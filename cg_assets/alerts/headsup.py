@@ -36,7 +36,7 @@ from cg_assets.liquidations.assets import ASSET as ORDERS
 from cg_assets.liquidations.assets import spool_dir
 from cg_assets.liquidations.triggers import Trigger, TriggerState, TriggerThresholds, find_triggers
 from cg_assets.market.fetch import fetch_by_asset, plan_requests, rows_to_table
-from cg_assets.resources import CoinGlassResource, TelegramResource
+from cg_assets.resources import COINGLASS_POOL, CoinGlassResource, TelegramResource
 from cg_assets.settings import Settings
 from cg_assets.telegram.delivery import Outcome, deliver
 from cg_assets.telegram.ledger import SignalRef
@@ -157,6 +157,7 @@ def build_headsup_asset(settings: Settings) -> dg.AssetsDefinition:
         kinds={"telegram"},
         description="A heads-up on Telegram seconds after a large liquidation burst, then the"
         " confirmed alert or a 'not confirmed' follow-up replying to it.",
+        pool=COINGLASS_POOL,
     )
     def liquidation_alerts(
         context: dg.AssetExecutionContext,

@@ -31,7 +31,7 @@ from cg_assets.coinglass.plans import Plan
 from cg_assets.heatmaps.gallery import PICTURE, picture_metadata
 from cg_assets.heatmaps.liquidation import GROUP
 from cg_assets.heatmaps.pictures import Panel, render_png, utc_label
-from cg_assets.resources import CoinGlassResource, LakeResource
+from cg_assets.resources import COINGLASS_POOL, CoinGlassResource, LakeResource
 from cg_assets.settings import Settings
 from cg_assets.tables import Column, column_schema, schema_of
 
@@ -164,6 +164,7 @@ def build_model_heatmap(settings: Settings) -> dg.AssetsDefinition:
         kinds={"parquet", "duckdb"},
         output_required=False,
         metadata={"dagster/column_schema": column_schema(COLUMNS)},
+        pool=COINGLASS_POOL,
     )
     def coinglass_liquidation_heatmap(
         context: dg.AssetExecutionContext,

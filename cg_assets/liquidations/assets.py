@@ -31,7 +31,7 @@ from cg_assets.liquidations.batches import pending, take_batch, watermark
 from cg_assets.liquidations.gapfill import GapReport, fetch_orders, fillable
 from cg_assets.liquidations.orders import COLUMNS, SCHEMA, events_to_table, merge
 from cg_assets.partitions import daily_partitions, days_between, to_ms
-from cg_assets.resources import CoinGlassResource, LakeResource
+from cg_assets.resources import COINGLASS_POOL, CoinGlassResource, LakeResource
 from cg_assets.settings import Settings
 from cg_assets.storage import IngestedRanges
 from cg_assets.storage.checks import SCHEMA_CHECK
@@ -126,6 +126,7 @@ def build_liquidation_assets(
             "dagster/column_schema": column_schema(COLUMNS),
         },
         check_specs=[dg.AssetCheckSpec(name, asset=ASSET) for name in [SCHEMA_CHECK, *CHECK_SQL]],
+        pool=COINGLASS_POOL,
     )
     def liquidation_orders(
         context: dg.AssetExecutionContext,

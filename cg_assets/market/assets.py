@@ -31,7 +31,7 @@ from cg_assets.partitions import (
     days_between,
     to_ms,
 )
-from cg_assets.resources import CoinGlassResource, LakeResource
+from cg_assets.resources import COINGLASS_POOL, CoinGlassResource, LakeResource
 from cg_assets.settings import Settings
 from cg_assets.tables import column_schema
 
@@ -66,6 +66,7 @@ def build_market_assets(settings: Settings) -> dg.AssetsDefinition:
         can_subset=True,
         partitions_def=daily_partitions(settings.start_date),
         backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=COINGLASS_POOL,
     )
     def market_data(
         context: dg.AssetExecutionContext, coinglass: CoinGlassResource, lake: LakeResource

@@ -15,6 +15,11 @@ from cg_assets.coinglass.slots import slot_store
 from cg_assets.resources.state import unshared_state_warning
 from cg_assets.settings import DEFAULT_API_BASE_URL
 
+# The concurrency pool of every step that calls CoinGlass. Its limit (the instance's
+# `concurrency.pools`) caps how many such steps run at once across all runs; the request rate
+# itself is the shared schedule's business (`schedule_location`), since a pool has no window.
+COINGLASS_POOL = "coinglass"
+
 
 class MissingApiKeyError(RuntimeError):
     """No key while pointing at the real API: say how to get going instead of a 401 later."""

@@ -40,7 +40,7 @@ from cg_assets.coinglass import CoinGlassError
 from cg_assets.coinglass.plans import DAY_MS
 from cg_assets.market.series import MARKET_ASSETS_BY_NAME, SYMBOL, TS
 from cg_assets.partitions import closed_bars_end, daily_partitions, days_between, lookback, to_ms
-from cg_assets.resources import CoinGlassResource, LakeResource
+from cg_assets.resources import COINGLASS_POOL, CoinGlassResource, LakeResource
 from cg_assets.settings import Settings
 from cg_assets.signals.preview import markdown_table
 from cg_assets.storage import Lake
@@ -444,6 +444,7 @@ def build_snapshot_asset(
         check_specs=[
             dg.AssetCheckSpec(name, asset=ASSET, description=text) for name, text in CHECKS.items()
         ],
+        pool=COINGLASS_POOL,
     )
     def market_snapshot(
         context: dg.AssetExecutionContext,

@@ -37,6 +37,12 @@ def test_the_event_window_and_quarantine_size_are_settings():
     assert config.quarantine_max_mb == 0.25
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3"])
+def test_the_health_server_can_listen_beyond_loopback(host):
+    """A container's probes and Prometheus reach the sidecar at its own address."""
+    assert Config.from_env({"CG_API_KEY": KEY, "SIDECAR_HEALTH_HOST": host}).health_host == host
+
+
 def test_the_key_goes_into_the_url_and_only_the_mask_is_shown():
     config = Config.from_env({"CG_API_KEY": KEY, "CG_WS_URL": "wss://example.com/ws-api?x=1"})
     assert config.connect_url == f"wss://example.com/ws-api?x=1&cg-api-key={KEY}"
@@ -68,6 +74,7 @@ def test_the_real_service_needs_a_key():
         ("CG_WS_URL", "https://open-ws.coinglass.com/ws-api", "ws:// or wss://"),
         ("CG_WS_URL", "wss://x/ws-api?cg-api-key=abc", "wss://x/ws-api?cg-api-key=***"),
         ("CG_WS_CHANNEL", "liquidations", "liquidationOrders, liquidation_orders"),
+        ("SIDECAR_HEALTH_HOST", "example.com", "IP address to listen on"),
         ("SIDECAR_HEALTH_PORT", "70000", "TCP port"),
         ("SIDECAR_HEALTH_PORT", "http", "integer"),
         ("SIDECAR_PING_INTERVAL_S", "-1", "> 0"),

@@ -17,6 +17,7 @@ import sys
 import time
 
 import pytest
+import requests
 
 from cg_assets.sim import LiquidationFeed, WsSimulator
 from cg_assets_tests.sidecar_harness import REPO, Sidecar, wait_until
@@ -318,3 +319,24 @@ def test_the_sidecar_imports_neither_dagster_nor_cg_assets():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def health_on(host: str, url: str) -> int | None:
+    """The status of /health/live asked at `host` on the port of `url`; None if refused."""
+    port = url.rsplit(":", 1)[1]
+    try:
+        return requests.get(f"http://{host}:{port}/health/live", timeout=5).status_code
+    except requests.ConnectionError:
+        return None
+
+
+def test_the_health_server_listens_where_sidecar_health_host_says(make_sidecar):
+    """In a container the probes come from outside loopback: with SIDECAR_HEALTH_HOST=0.0.0.0
+    the sidecar answers at an address other than 127.0.0.1 (here 127.0.0.2, which a server
+    bound to 127.0.0.1 does not serve); by default it does not."""
+    everywhere = make_sidecar(SIDECAR_HEALTH_HOST="0.0.0.0")
+    assert health_on("127.0.0.2", everywhere.health_url) == 200
+    everywhere.terminate()
+    local = make_sidecar()
+    assert health_on("127.0.0.1", local.health_url) == 200
+    assert health_on("127.0.0.2", local.health_url) is None
