@@ -9,36 +9,52 @@ import pyarrow as pa
 import pytest
 
 from cg_assets.storage import Catalog, Lake
+from cg_assets_tests.test_storage.conftest import names_beside
 
 
 def table(values: list[float]) -> pa.Table:
     return pa.table({"ts": pa.array(range(len(values)), pa.int64()), "v": values})
 
 
-def test_write_day_is_idempotent_and_replaces(tmp_path: Path):
-    lake = Lake(tmp_path)
+def test_write_day_is_idempotent_and_replaces(lake: Lake):
     day = date(2026, 3, 1)
     path = lake.write_day("a", day, table([1.0, 2.0]))
-    assert path == str(tmp_path / "lake" / "a" / "date=2026-03-01" / "part-0.parquet")
+    assert path == f"{lake.store.root}/lake/a/date=2026-03-01/part-0.parquet"
     lake.write_day("a", day, table([3.0]))
     assert lake.read_days("a", [day]).column("v").to_pylist() == [3.0]
-    assert sorted(p.name for p in Path(path).parent.iterdir()) == ["part-0.parquet"]
+    assert names_beside(lake, path) == ["part-0.parquet"]
+    assert lake.days("a") == [day]
+    assert lake.assets() == ["a"]
 
 
-def test_empty_table_still_replaces_the_day(tmp_path: Path):
-    lake = Lake(tmp_path)
+def test_a_local_lake_lives_in_the_data_dir(tmp_path: Path):
+    path = Lake(tmp_path).write_day("a", date(2026, 3, 1), table([1.0]))
+    assert path == str(tmp_path / "lake" / "a" / "date=2026-03-01" / "part-0.parquet")
+    assert Path(path).is_file()
+
+
+def test_empty_table_still_replaces_the_day(lake: Lake):
     day = date(2026, 3, 1)
     lake.write_day("a", day, table([1.0]))
     lake.write_day("a", day, table([]).cast(pa.schema([("ts", pa.int64()), ("v", pa.float64())])))
     assert lake.read_days("a", [day]).num_rows == 0
 
 
-def test_read_days_without_files_is_none(tmp_path: Path):
-    assert Lake(tmp_path).read_days("missing", [date(2026, 1, 1)]) is None
+def test_read_days_without_files_is_none(lake: Lake):
+    assert lake.read_days("missing", [date(2026, 1, 1)]) is None
 
 
-def test_failed_write_keeps_the_previous_day(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    lake = Lake(tmp_path)
+def test_read_days_reads_older_files_by_column_name(lake: Lake):
+    lake.write_day("a", date(2026, 3, 1), table([1.0]))
+    lake.write_day("a", date(2026, 3, 2), pa.table({"v": [2.0], "extra": ["x"]}))
+    got = lake.read_days("a", [date(2026, 3, 1), date(2026, 3, 2)])
+    assert got.select(["ts", "v", "extra"]).to_pylist() == [
+        {"ts": 0, "v": 1.0, "extra": None},
+        {"ts": None, "v": 2.0, "extra": "x"},
+    ]
+
+
+def test_failed_write_keeps_the_previous_day(lake: Lake, monkeypatch: pytest.MonkeyPatch):
     day = date(2026, 3, 1)
     lake.write_day("a", day, table([1.0]))
 
@@ -49,7 +65,7 @@ def test_failed_write_keeps_the_previous_day(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(OSError, match="disk full"):
         lake.write_day("a", day, table([9.0]))
     assert lake.read_days("a", [day]).column("v").to_pylist() == [1.0]
-    assert [p.name for p in Path(lake.file("a", day)).parent.iterdir()] == ["part-0.parquet"]
+    assert names_beside(lake, lake.file("a", day)) == ["part-0.parquet"]
 
 
 def test_catalog_views_cover_every_day(tmp_path: Path):
