@@ -34,6 +34,7 @@ DEFAULT_REGION = "us-east-1"
 CONNECT_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 30.0
 S3_ATTEMPTS = 3
+TORN_READ_ATTEMPTS = 5
 
 
 def check_store_url(url: str) -> str:
@@ -127,6 +128,22 @@ def s3_filesystem(env: Mapping[str, str]) -> pafs.S3FileSystem:
         options["endpoint_override"] = parts.netloc
         options["scheme"] = parts.scheme
     return pafs.S3FileSystem(**options)
+
+
+def read_object(fs: pafs.FileSystem, path: str) -> bytes:
+    """The whole of an object that writers replace (a state record), never a torn read.
+
+    An S3 read is a HEAD for the size and then a ranged GET, so an object replaced between
+    the two comes back as the new version cut to the old length. Each upload replaces the
+    object whole, so a read whose length matches the size seen afterwards is one version;
+    any other read is repeated.
+    """
+    for _ in range(TORN_READ_ATTEMPTS):
+        with fs.open_input_stream(path) as stream:
+            data = stream.read()
+        if fs.get_file_info(path).size == len(data):
+            return data
+    raise OSError(f"{path} kept changing while it was read ({TORN_READ_ATTEMPTS} attempts)")
 
 
 @dataclass(frozen=True)

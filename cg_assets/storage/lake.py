@@ -36,7 +36,7 @@ from filelock import FileLock
 
 from cg_assets.settings import Settings
 from cg_assets.storage.locks import AdvisoryLock
-from ws_sidecar.store import open_store
+from ws_sidecar.store import open_store, read_object
 
 PART_NAME = "part-0.parquet"
 # The hive key of every day directory; `attach` exposes it as a DATE column named the same.
@@ -260,9 +260,12 @@ class Lake:
 
     def read_state(self, asset: str, name: str) -> bytes | None:
         """A record written by `write_state`, or None if there is none yet."""
+        path = self._state_file(asset, name)
         try:
-            with self.fs.open_input_stream(self._state_file(asset, name)) as stream:
-                return stream.read()
+            if self.is_local:
+                with self.fs.open_input_stream(path) as stream:
+                    return stream.read()
+            return read_object(self.fs, path)
         except FileNotFoundError:
             return None
 
