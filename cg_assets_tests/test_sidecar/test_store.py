@@ -43,7 +43,8 @@ def test_a_bad_endpoint_is_refused_without_echoing_credentials():
 def test_the_default_is_the_data_dir_and_a_relative_path_is_resolved(tmp_path: Path):
     assert Settings.from_env({"CG_DATA_DIR": str(tmp_path)}).lake_url is None
     store = open_store(tmp_path)
-    assert store.is_local and store.path("spool") == tmp_path / "spool"
+    assert store.is_local
+    assert store.path("spool") == tmp_path / "spool"
     assert Settings.from_env({"CG_LAKE_URL": "shared"}).lake_url == str(Path("shared").resolve())
 
 

@@ -28,9 +28,12 @@ def test_keys_are_stable_and_distinct():
 def test_a_held_lock_times_out_naming_the_lock_not_the_dsn(postgres_dsn: str):
     secret_dsn = postgres_dsn.replace("@", ":hunter2@", 1)  # trust auth ignores it
     name = "s3://b/lake/a/date=2026-03-01/.lock"
-    with AdvisoryLock(postgres_dsn, name, 5):
-        with pytest.raises(LockTimeout) as raised, AdvisoryLock(secret_dsn, name, 0.2):
-            pass
+    with (
+        AdvisoryLock(postgres_dsn, name, 5),
+        pytest.raises(LockTimeout) as raised,
+        AdvisoryLock(secret_dsn, name, 0.2),
+    ):
+        pass
     assert name in str(raised.value)
     assert "hunter2" not in str(raised.value)
     # Released by the `with`: taken again at once.
