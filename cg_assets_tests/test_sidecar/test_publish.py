@@ -90,9 +90,10 @@ def test_publishing_to_another_local_directory_is_atomic_too(writer: SpoolWriter
         publish_segment(segment, target)
     assert seqs(target) == [0, 1]
     assert not list(target.glob(".*"))  # no temporary file left behind
-    assert read_segment(target / "seg-000000000001.jsonl").events == read_segment(
-        writer.spool_dir / "seg-000000000001.jsonl"
-    ).events
+    assert (
+        read_segment(target / "seg-000000000001.jsonl").events
+        == read_segment(writer.spool_dir / "seg-000000000001.jsonl").events
+    )
 
 
 @pytest.fixture
