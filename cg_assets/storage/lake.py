@@ -26,10 +26,10 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from filelock import FileLock
@@ -37,6 +37,9 @@ from filelock import FileLock
 from cg_assets.settings import Settings
 from cg_assets.storage.locks import AdvisoryLock
 from ws_sidecar.store import open_store, read_object
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
 
 PART_NAME = "part-0.parquet"
 # The hive key of every day directory; `attach` exposes it as a DATE column named the same.
@@ -226,6 +229,8 @@ class Lake:
     def _dataset(self, asset: str, paths: Sequence[str], schema: pa.Schema) -> ds.Dataset:
         """The day files as one Arrow dataset: the declared columns (a column a file lacks is
         null, as `union_by_name` makes it) plus `date` from the hive directory."""
+        import pyarrow.dataset as ds  # it imports pandas: only an object-store lake needs it
+
         day_key = pa.schema([pa.field(DAY_KEY, pa.date32())])
         return ds.dataset(
             list(paths),
