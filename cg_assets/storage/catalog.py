@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -189,12 +190,22 @@ def _lock_reason(exc: BaseException) -> str:
     )
 
 
-def main() -> None:
-    """Create every missing view now, e.g. after closing a DuckDB session that held the file."""
+def main(argv: list[str] | None = None) -> None:
+    """Create every missing view now (e.g. after closing a DuckDB session that held the file);
+    with a SQL statement as the argument, run it over the whole lake and print the rows, which
+    is how an object-store lake is queried from a shell."""
     from cg_assets.settings import Settings
 
-    lake = Lake.for_settings(Settings.from_env())
-    print(Catalog(lake, connect_timeout_s=30.0).ensure_views(lake.assets()).summary)
+    args = sys.argv[1:] if argv is None else argv
+    catalog = Catalog(Lake.for_settings(Settings.from_env()), connect_timeout_s=30.0)
+    if not args:
+        print(catalog.ensure_views(catalog.lake.assets()).summary)
+        return
+    with catalog.session() as con:
+        result = con.sql(" ".join(args))
+        print("\t".join(result.columns))
+        for row in result.fetchall():
+            print("\t".join(map(str, row)))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from cg_assets.storage import Catalog, Lake
+from cg_assets.storage.catalog import main
 from cg_assets_tests.test_storage.conftest import names_beside
 
 
@@ -145,3 +146,26 @@ def test_after_one_deferral_the_same_catalog_defers_at_once(tmp_path: Path):
         if holder.poll() is None:
             holder.kill()
     assert Catalog(lake).ensure_views(["a", "b"]).created == ["a", "b"]
+
+
+def test_an_s3_lake_has_no_views_in_the_file_and_a_session_sees_every_day(
+    tmp_path: Path, s3_lake_url: str, monkeypatch: pytest.MonkeyPatch, capsys
+):
+    lake = Lake(tmp_path, s3_lake_url)
+    lake.write_day("a", date(2026, 3, 1), table([1.0]))
+    lake.write_day("a", date(2026, 3, 2), pa.table({"v": [2.0, 3.0], "note": ["x", "y"]}))
+    catalog = Catalog(lake)
+    status = catalog.ensure_views(["a"])
+    assert (status.created, status.per_session) == ([], ["a"])
+    assert not catalog.path.exists()
+    with catalog.session() as con:
+        rows = con.sql("SELECT date, ts, v, note FROM a ORDER BY v").fetchall()
+    assert rows == [
+        (date(2026, 3, 1), 0, 1.0, None),
+        (date(2026, 3, 2), None, 2.0, "x"),
+        (date(2026, 3, 2), None, 3.0, "y"),
+    ]
+    monkeypatch.setenv("CG_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CG_LAKE_URL", s3_lake_url)
+    main(["SELECT count(*) AS n FROM a"])
+    assert capsys.readouterr().out == "n\n3\n"
