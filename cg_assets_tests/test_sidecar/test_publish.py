@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,3 +174,15 @@ def test_the_sidecar_publishes_to_s3_and_catches_up_after_an_outage(
     assert "cg-test-secret" not in sidecar.log()
     code, _ = sidecar.terminate()
     assert code == 0
+
+    # A sidecar on a new node (an empty disk) numbers on after the store's segments.
+    before = seqs(target)
+    shutil.rmtree(sidecar.data_dir)
+    fresh = make_sidecar(CG_LAKE_URL=url, **own_server.env)
+    fresh.wait_status(
+        lambda s: s["last_published_seq"] > before[-1], 20, "a segment from the new node"
+    )
+    # Its first segment is the store's next one: none of its segments is shadowed by an older
+    # one of the same seq (the publisher would never send those).
+    assert re.findall(r"next segment #(\d+)", fresh.log())[-1] == str(before[-1] + 1)
+    assert min(set(seqs(target)) - set(before)) == before[-1] + 1
