@@ -9,13 +9,17 @@ stopped and restarted server is an empty store again (the outage tests recreate 
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
@@ -23,6 +27,7 @@ import pytest
 from cg_assets_tests.postgres_harness import _free_port
 
 READY_TIMEOUT_S = 60.0
+_REQUEST = re.compile(r'"([A-Z]+ \S+ HTTP/[\d.]+)"')
 
 
 class MotoServer:
@@ -31,6 +36,8 @@ class MotoServer:
     def __init__(self, port: int | None = None) -> None:
         self.port = port or _free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        # The server's access log: one line per request, for tests that count uploads.
+        self.log_path = Path(tempfile.mkdtemp(prefix="cg-moto-")) / "access.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -46,11 +53,12 @@ class MotoServer:
         }
 
     def start(self) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             try:
@@ -71,6 +79,14 @@ class MotoServer:
                 self._proc.kill()
                 self._proc.wait()
             self._proc = None
+
+    def remove_log(self) -> None:
+        shutil.rmtree(self.log_path.parent, ignore_errors=True)
+
+    def requests_for(self, key: str) -> list[str]:
+        """The request lines ("PUT /bucket/key HTTP/1.1") the server logged for an object."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return [m.group(1) for line in lines if (m := _REQUEST.search(line)) and key in m.group(1)]
 
     def create_bucket(self, bucket: str) -> None:
         fs = pafs.S3FileSystem(
@@ -93,6 +109,7 @@ def s3_server() -> Iterator[MotoServer]:
         yield server
     finally:
         server.stop()
+        server.remove_log()
 
 
 @pytest.fixture

@@ -121,6 +121,10 @@ def s3_filesystem(env: Mapping[str, str]) -> pafs.S3FileSystem:
         "connect_timeout": CONNECT_TIMEOUT_S,
         "request_timeout": REQUEST_TIMEOUT_S,
         "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=S3_ATTEMPTS),
+        # The upload starts on the first write, not on open, so an object under 5 MB (every
+        # spool segment, state record and most days) goes in a single PUT; a bigger one as a
+        # multipart upload, which the store likewise shows only once it is complete.
+        "allow_delayed_open": True,
     }
     endpoint = env.get(S3_ENDPOINT_ENV, "").strip()
     if endpoint:

@@ -9,8 +9,8 @@ or the new day, never half of one, and re-materializing a day replaces it.
 The root is `<CG_LAKE_URL>/lake`, addressed through `pyarrow.fs` (`ws_sidecar.store`): by
 default the local directory `CG_DATA_DIR/lake`, where a day is written to a temporary name,
 fsync'd and renamed over the previous version; or a prefix in an S3-compatible store, where a
-day is serialised in memory and sent in one upload, which the store shows whole or not at all
-(a rename is a copy there, so no temporary object is written).
+day is serialised in memory and sent in one PUT (over 5 MB, one multipart upload), which the
+store shows whole or not at all (a rename is a copy there, so no temporary object is written).
 
 DuckDB reads a local lake with `read_parquet`; an object-store lake through Arrow datasets
 registered into the connection, so no DuckDB extension is ever downloaded (runs work offline

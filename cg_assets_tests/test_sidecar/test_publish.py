@@ -62,11 +62,18 @@ def writer(tmp_path: Path) -> Iterator[SpoolWriter]:
     w.close()
 
 
-def test_published_segments_read_on_s3_as_they_do_locally(writer: SpoolWriter, s3_lake_url: str):
+def test_published_segments_read_on_s3_as_they_do_locally(
+    writer: SpoolWriter, s3_lake_url: str, s3_server: MotoServer
+):
     write(writer, 3)
     store = open_store(s3_lake_url).path("spool")
     for segment in list_segments(writer.spool_dir):
         assert publish_segment(segment, store).path == store / segment.path.name
+    # One PUT each for a segment and its summary.
+    key = (store / "seg-000000000001.jsonl").path
+    summary = (store / "seg-000000000001.summary.json").path
+    assert s3_server.requests_for(key) == [f"PUT /{key} HTTP/1.1"]
+    assert s3_server.requests_for(summary) == [f"PUT /{summary} HTTP/1.1"]
     local, remote = list_segments(writer.spool_dir), list_segments(store)
     assert [s.seq for s in remote] == [0, 1, 2]
     for here, there in zip(local, remote, strict=True):
@@ -107,6 +114,7 @@ def own_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[MotoServer]:
         monkeypatch.setenv(name, value)
     yield server
     server.stop()
+    server.remove_log()
 
 
 def test_the_publisher_keeps_segments_while_the_store_is_down(

@@ -169,3 +169,16 @@ def test_an_s3_lake_has_no_views_in_the_file_and_a_session_sees_every_day(
     monkeypatch.setenv("CG_LAKE_URL", s3_lake_url)
     main(["SELECT count(*) AS n FROM a"])
     assert capsys.readouterr().out == "n\n3\n"
+
+
+def test_each_object_goes_to_s3_in_one_put(tmp_path: Path, s3_lake_url: str, s3_server):
+    lake = Lake(tmp_path, s3_lake_url)
+    day = date(2026, 3, 1)
+    path = lake.write_day("a", day, table([float(v) for v in range(10_000)]))
+    lake.write_state("a", "record.json", b"{}")
+    key = path.split("/", 1)[1]
+    assert [r for r in s3_server.requests_for(key) if not r.startswith(("GET", "HEAD"))] == [
+        f"PUT /{path} HTTP/1.1"
+    ]
+    state = f"{s3_lake_url.removeprefix('s3://')}/lake/a/record.json"
+    assert s3_server.requests_for(state) == [f"PUT /{state} HTTP/1.1"]
