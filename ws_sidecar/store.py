@@ -14,6 +14,9 @@ URL, so a URL is safe to show in logs, run metadata and error messages.
 
 `ObjectPath` lets the spool's readers, written against `pathlib.Path`, read an object store
 unchanged: it has the few `Path` methods they use.
+
+pyarrow (and with it numpy) is imported only when a store is opened: a sidecar that writes to
+its data directory alone stays as light as it was.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import pyarrow.fs as pafs
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
 
 S3_ENDPOINT_ENV = "CG_S3_ENDPOINT"
 REGION_ENVS = ("AWS_REGION", "AWS_DEFAULT_REGION")
@@ -91,7 +96,7 @@ class Store:
 
     @property
     def is_local(self) -> bool:
-        return isinstance(self.fs, pafs.LocalFileSystem)
+        return self.fs.type_name == "local"
 
     def path(self, name: str) -> Path | ObjectPath:
         """`name` under the root, as a `Path` for a local root (so local code stays as it is)."""
@@ -105,6 +110,8 @@ class Store:
 
 def open_store(url: str | Path, environ: Mapping[str, str] | None = None) -> Store:
     """The root named by `url` (see the module docstring); ValueError for a bad URL."""
+    import pyarrow.fs as pafs
+
     text = check_store_url(str(url))
     if "://" not in text:
         root = str(Path(text).expanduser().resolve())
@@ -116,6 +123,8 @@ def open_store(url: str | Path, environ: Mapping[str, str] | None = None) -> Sto
 
 def s3_filesystem(env: Mapping[str, str]) -> pafs.S3FileSystem:
     """An S3FileSystem from the environment; credentials stay with the AWS SDK's chain."""
+    import pyarrow.fs as pafs
+
     options: dict[str, object] = {
         "region": next((env[n] for n in REGION_ENVS if env.get(n)), DEFAULT_REGION),
         "connect_timeout": CONNECT_TIMEOUT_S,
@@ -191,6 +200,8 @@ class ObjectPath:
             out.write(data)
 
     def stat(self) -> ObjectStat:
+        import pyarrow.fs as pafs
+
         info = self.fs.get_file_info(self.path)
         if info.type != pafs.FileType.File:
             raise FileNotFoundError(f"{self} does not exist")
@@ -205,6 +216,8 @@ class ObjectPath:
 
     def iterdir(self) -> Iterator[ObjectPath]:
         """The files directly under this prefix; none if it does not exist."""
+        import pyarrow.fs as pafs
+
         selector = pafs.FileSelector(self.path, allow_not_found=True)
         for info in self.fs.get_file_info(selector):
             if info.type == pafs.FileType.File:
