@@ -35,7 +35,14 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             if os.environ.get(STATE_DSN_SETTING, "").strip()
             else str(settings.data_dir / "rate_schedule.sqlite"),
         ),
-        "lake": LakeResource.at(settings.data_dir),
+        "lake": LakeResource.at(
+            settings.data_dir,
+            lake_url=settings.lake_url,
+            # Locks of an object-store lake (cg_assets.storage.locks); never shown.
+            state_dsn=dg.EnvVar(STATE_DSN_SETTING)
+            if os.environ.get(STATE_DSN_SETTING, "").strip()
+            else None,
+        ),
         # Shared by the alerts domain and the liquidations domain's sidecar health sensor.
         "telegram": build_telegram_resource(settings),
     }

@@ -27,6 +27,12 @@ from cg_assets.coinglass.plans import (
     parse_plan,
 )
 from cg_assets.state_location import STATE_DSN_SETTING, is_postgres_dsn
+from ws_sidecar.store import (
+    S3_ENDPOINT_ENV,
+    check_endpoint,
+    check_store_url,
+    hide_credentials,
+)
 
 DEFAULT_API_BASE_URL = "https://open-api-v4.coinglass.com"
 DEFAULT_WS_URL = "wss://open-ws.coinglass.com/ws-api"
@@ -67,6 +73,9 @@ class Settings:
     interval: str = "1h"
     start_date: date = DEFAULT_START_DATE
     data_dir: Path = Path("data")
+    # Where the lake and the published spool live (`ws_sidecar.store`): a local path or
+    # s3://bucket/prefix; None: `data_dir`, as on one machine.
+    lake_url: str | None = None
     rate_limit_per_min: int | None = None
     # (exchange, coin) -> instrument id, for exchanges whose perpetual cannot be picked safely.
     pair_overrides: Mapping[tuple[str, str], str] = field(default_factory=dict)
@@ -136,6 +145,12 @@ class Settings:
         retention = _parse(
             problems, "SPOOL_RETENTION_DAYS", get("SPOOL_RETENTION_DAYS", "7"), _retention_days
         )
+        lake_url = _parse(
+            problems, "CG_LAKE_URL", get("CG_LAKE_URL", ""), _lake_url, hide_credentials
+        )
+        endpoint = get(S3_ENDPOINT_ENV, "")
+        if endpoint:
+            _parse(problems, S3_ENDPOINT_ENV, endpoint, check_endpoint, hide_credentials)
         sidecar = _parse(problems, "CG_SIDECAR", get("CG_SIDECAR", "auto"), _sidecar_mode)
         if sidecar == "on" and plan and not plan.has_websocket:
             problems.append(
@@ -159,6 +174,7 @@ class Settings:
             interval=interval,
             start_date=start,
             data_dir=Path(get("CG_DATA_DIR", "data")).expanduser().resolve(),
+            lake_url=lake_url,
             rate_limit_per_min=rate,
             pair_overrides=overrides,
             telegram_api_base_url=tg_base,
@@ -173,12 +189,19 @@ class Settings:
         )
 
 
-def _parse(problems: list[str], name: str, value: str, parser: Callable[[str], T]) -> T | None:
-    """Apply `parser`, turning its ValueError into one problem line naming variable and value."""
+def _parse(
+    problems: list[str],
+    name: str,
+    value: str,
+    parser: Callable[[str], T],
+    show: Callable[[str], str] = str,
+) -> T | None:
+    """Apply `parser`, turning its ValueError into one problem line naming variable and value
+    (as `show` renders it, so credentials pasted into a URL are not echoed)."""
     try:
         return parser(value)
     except ValueError as exc:
-        problems.append(f"{name}={value!r}: {exc}")
+        problems.append(f"{name}={show(value)!r}: {exc}")
         return None
 
 
@@ -236,6 +259,14 @@ def _retention_days(value: str) -> float:
     if not 0 < days < float("inf"):
         raise ValueError("expected a positive number of days")
     return days
+
+
+def _lake_url(value: str) -> str | None:
+    """None (the data dir), an absolute local path, or an s3:// URL."""
+    if not value:
+        return None
+    url = check_store_url(value)
+    return url if "://" in url else str(Path(url).expanduser().resolve())
 
 
 def _sidecar_mode(value: str) -> str:

@@ -11,7 +11,11 @@ import pytest
 from cg_assets.settings import Settings
 from cg_assets.sim import SimulatorServer, SyntheticMarket
 
-pytest_plugins = ["cg_assets_tests.sidecar_harness", "cg_assets_tests.postgres_harness"]
+pytest_plugins = [
+    "cg_assets_tests.sidecar_harness",
+    "cg_assets_tests.postgres_harness",
+    "cg_assets_tests.s3_harness",
+]
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,8 @@ Modules: `config` (environment), `connection` (protocol, keepalive, reconnects),
 payload normalisation), `validate` (what a usable record is, for the sidecar and every
 reader), `quarantine` (the file of refused items), `recorder` (messages and outages into
 records), `sink` (bounded queue to the disk thread), `spool` (format, atomic writer, reader),
-`summary` (the per-segment summaries the heads-up sensor reads), `health` (status file, HTTP
-probes, metrics), `app` (wiring and signals).
+`summary` (the per-segment summaries the heads-up sensor reads), `store` (`CG_LAKE_URL`: a
+local directory or an S3-compatible store, shared with `cg_assets`' lake), `publish` (closed
+segments copied to the store), `health` (status file, HTTP probes, metrics), `app` (wiring and
+signals).
 """

@@ -2,6 +2,9 @@
 
 Start-up resumes where the previous run stopped: segment numbering continues, and the
 previous run's newest published record opens a gap that the first subscription closes.
+With a shared store (`CG_LAKE_URL` elsewhere than `CG_DATA_DIR`) a publisher task copies
+each closed segment there (`ws_sidecar.publish`); numbering then also continues after the
+store's highest seq, so a sidecar started on a new node with an empty disk never reuses one.
 Shutdown stops reading, flushes every queued event into published segments and exits 0,
 all within 5 s; anything that could not be flushed in time is reported and lies inside the
 gap the next start records, so nothing is lost silently either way.
@@ -22,11 +25,13 @@ from typing import Any
 from ws_sidecar.config import MASK, Config, ConfigError
 from ws_sidecar.connection import Connection
 from ws_sidecar.health import HealthServer, Monitor, keep_status_file, write_status
+from ws_sidecar.publish import Publisher, highest_seq
 from ws_sidecar.quarantine import Quarantine
 from ws_sidecar.recorder import Recorder
 from ws_sidecar.sink import SpoolSink
-from ws_sidecar.spool import SpoolBusyError, SpoolWriter, last_record_time
+from ws_sidecar.spool import SpoolBusyError, SpoolPath, SpoolWriter, last_record_time
 from ws_sidecar.stats import Stats
+from ws_sidecar.store import open_store
 
 log = logging.getLogger("ws_sidecar")
 
@@ -99,24 +104,55 @@ def _integer(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def publish_target(config: Config) -> SpoolPath | None:
+    """The shared store's spool, or None when the readers read the local spool itself."""
+    if config.lake_url is None:
+        return None
+    store = open_store(config.lake_url)
+    if store.same_place(open_store(config.data_dir)):
+        return None
+    return store.path("spool")
+
+
+def _published_seq(target: SpoolPath | None) -> int:
+    """The store's highest seq (-1: none, no store, or the store cannot be listed now)."""
+    if target is None:
+        return -1
+    try:
+        return highest_seq(target)
+    except OSError as exc:
+        log.warning("cannot list %s at start-up (%s); numbering from the local spool", target, exc)
+        return -1
+
+
 async def run(config: Config) -> int:
     previous = previous_status(config)
     last_seq = _integer(previous.get("last_seq"))
-    writer = SpoolWriter(config.spool_dir, min_seq=-1 if last_seq is None else last_seq + 1)
+    target = publish_target(config)
+    min_seq = max(-1 if last_seq is None else last_seq + 1, _published_seq(target) + 1)
+    writer = SpoolWriter(config.spool_dir, min_seq=min_seq)
     try:
-        return await _serve(config, writer, previous)
+        return await _serve(config, writer, previous, target)
     finally:
         writer.close()
 
 
-async def _serve(config: Config, writer: SpoolWriter, previous: dict[str, Any]) -> int:
+async def _serve(
+    config: Config, writer: SpoolWriter, previous: dict[str, Any], target: SpoolPath | None
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     stats = Stats(last_seq=writer.next_seq - 1)
+    publisher = None if target is None else Publisher(config.spool_dir, target, stats)
     sink = SpoolSink(
-        writer, stats, config.segment_max_events, config.segment_max_age_s, config.queue_max_events
+        writer,
+        stats,
+        config.segment_max_events,
+        config.segment_max_age_s,
+        config.queue_max_events,
+        on_segment=None if publisher is None else publisher.nudge,
     )
     resume_from = last_record_time(config.spool_dir) or _integer(previous.get("last_event_time"))
     quarantine = Quarantine(config.quarantine_path, int(config.quarantine_max_mb * 2**20))
@@ -141,12 +177,14 @@ async def _serve(config: Config, writer: SpoolWriter, previous: dict[str, Any]) 
         )
         return 2
     log.info(
-        "ws_sidecar started (pid %d): spool %s, next segment #%d; health %s/health/ready",
+        "ws_sidecar started (pid %d): spool %s%s, next segment #%d; health %s/health/ready",
         os.getpid(),
         config.spool_dir,
+        "" if target is None else f" published to {target}",
         writer.next_seq,
         health.url,
     )
+    publish_task = None if publisher is None else asyncio.create_task(publisher.run())
     sink_task = asyncio.create_task(sink.run(), name="spool")
     conn_task = asyncio.create_task(Connection(config, recorder, stats).run(), name="connection")
     status_task = asyncio.create_task(
@@ -164,6 +202,9 @@ async def _serve(config: Config, writer: SpoolWriter, previous: dict[str, Any]) 
         log.info("stopping: closing the connection, flushing %d queued events", sink.depth)
     stop_task.cancel()
     code = max(code, await _shutdown(conn_task, sink, sink_task))
+    if publish_task is not None:
+        # Whatever is not published yet stays in the local spool for the next start.
+        publish_task.cancel()
     status_task.cancel()
     with contextlib.suppress(OSError):
         write_status(config.status_path, monitor.status())

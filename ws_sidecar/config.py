@@ -18,6 +18,7 @@ from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ws_sidecar.quarantine import QUARANTINE_FILE
+from ws_sidecar.store import S3_ENDPOINT_ENV, check_endpoint, check_store_url, hide_credentials
 from ws_sidecar.validate import MAX_WINDOW_S, EventWindow
 
 DEFAULT_WS_URL = "wss://open-ws.coinglass.com/ws-api"
@@ -43,6 +44,9 @@ class Config:
     ws_url: str = DEFAULT_WS_URL
     api_key: str | None = field(default=None, repr=False)
     data_dir: Path = Path("data")
+    # Where segments are published for the readers (`ws_sidecar.publish`); None: they read
+    # the local spool itself.
+    lake_url: str | None = None
     channel: str = "liquidationOrders"
     # Loopback by default; a container sets 0.0.0.0 so that the kubelet's probes and
     # Prometheus, which connect to the pod's or container's address, reach it.
@@ -129,6 +133,7 @@ class Config:
             ws_url=ws_url or DEFAULT_WS_URL,
             api_key=api_key,
             data_dir=Path(env.get("CG_DATA_DIR", "").strip() or "data"),
+            lake_url=reader.get("CG_LAKE_URL", "", _lake_url, show=hide_credentials),
             channel=reader.get("CG_WS_CHANNEL", "liquidationOrders", _channel),
             health_host=reader.get("SIDECAR_HEALTH_HOST", "127.0.0.1", _listen_address),
             health_port=reader.get("SIDECAR_HEALTH_PORT", "8790", _port),
@@ -148,6 +153,7 @@ class Config:
             quarantine_max_mb=reader.get("SIDECAR_QUARANTINE_MAX_MB", "10", _megabytes),
             log_level=reader.get("SIDECAR_LOG_LEVEL", "INFO", _log_level),
         )
+        reader.get(S3_ENDPOINT_ENV, "", _endpoint, show=hide_credentials)
         if config.watchdog_s <= config.ping_interval_s:
             reader.problems.append(
                 f"SIDECAR_WATCHDOG_S={config.watchdog_s:g} must exceed"
@@ -214,6 +220,14 @@ def _ws_url(raw: str) -> str:
     if any(k == KEY_PARAM for k, _ in parse_qsl(parts.query)):
         raise ValueError(f"put the key in CG_API_KEY, not in the URL's {KEY_PARAM} parameter")
     return raw
+
+
+def _lake_url(raw: str) -> str | None:
+    return check_store_url(raw) if raw else None
+
+
+def _endpoint(raw: str) -> str | None:
+    return check_endpoint(raw) if raw else None
 
 
 def _channel(raw: str) -> str:

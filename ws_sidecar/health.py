@@ -68,6 +68,7 @@ class Monitor(Collector):
             "quarantined_items": s.quarantined_items,
             "queue_depth": self.sink.depth,
             "last_seq": s.last_seq,
+            "last_published_seq": s.last_published_seq,
             "pid": os.getpid(),
         }
 

@@ -23,6 +23,7 @@ import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 
 from ws_sidecar.spool import GAP_PREFIX, SpoolWriter
 from ws_sidecar.stats import Stats, Throttle
@@ -48,8 +49,11 @@ class SpoolSink:
         max_events: int = 5000,
         max_age_s: float = 1.0,
         queue_max_events: int = 100_000,
+        on_segment: Callable[[], None] | None = None,
     ) -> None:
         self._writer = writer
+        # Told of each durable segment (the publisher, when a shared store is configured).
+        self._on_segment = on_segment
         self._stats = stats
         self._max_events = max_events
         self._max_age_s = max_age_s
@@ -199,6 +203,8 @@ class SpoolSink:
         self._stats.events_written += events
         self._stats.segments_written += 1
         self._stats.last_seq = segment.seq
+        if self._on_segment is not None:
+            self._on_segment()
         log.debug("segment #%d: %d events, %d gaps", segment.seq, events, len(records) - events)
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ws_sidecar.parse import event_id, normalize_rest_order, normalize_ws_item
+from ws_sidecar.store import ObjectPath
 from ws_sidecar.summary import SegmentSummary, parse_summary, summarize
 from ws_sidecar.validate import event_problem, gap_problem
 
@@ -45,6 +46,7 @@ __all__ = [
     "SegmentSummary",
     "SkippedRecord",
     "SpoolBusyError",
+    "SpoolPath",
     "SpoolWriter",
     "count_records",
     "encode_record",
@@ -56,6 +58,7 @@ __all__ = [
     "normalize_rest_order",
     "normalize_ws_item",
     "prune_segments",
+    "publish_segment",
     "read_segment",
     "read_summary_file",
     "segment_summary",
@@ -76,6 +79,9 @@ GAP_PREFIX = '{"kind":"gap"'
 
 log = logging.getLogger(__name__)
 
+# A local spool is a directory; a published one may be a prefix in an object store.
+SpoolPath = Path | ObjectPath
+
 
 class SpoolBusyError(RuntimeError):
     """Another writer holds the spool: two sidecars must never number segments at once."""
@@ -86,7 +92,7 @@ class Segment:
     """A published segment: its sequence number and its path."""
 
     seq: int
-    path: Path
+    path: SpoolPath
 
 
 @dataclass(frozen=True)
@@ -111,9 +117,13 @@ def segment_name(seq: int) -> str:
     return f"seg-{seq:012d}.jsonl"
 
 
-def summary_path(segment_path: Path | str) -> Path:
+def summary_path(segment_path: SpoolPath | str) -> SpoolPath:
     """Where the summary of the segment at `segment_path` lives."""
-    return Path(segment_path).with_suffix(".summary.json")
+    return _path(segment_path).with_suffix(".summary.json")
+
+
+def _path(path: SpoolPath | str) -> SpoolPath:
+    return path if isinstance(path, ObjectPath) else Path(path)
 
 
 def encode_record(record: dict[str, Any]) -> str:
@@ -153,28 +163,33 @@ def gap_record(start: int, end: int, reason: str, conn_id: str) -> dict[str, Any
     }
 
 
-def list_segments(spool_dir: Path | str, after_seq: int = -1) -> list[Segment]:
+def list_segments(spool_dir: SpoolPath | str, after_seq: int = -1) -> list[Segment]:
     """Published segments with seq > after_seq, in seq order; [] if the spool does not exist."""
     found = []
-    try:
-        entries = os.scandir(spool_dir)
-    except FileNotFoundError:
-        return []
-    with entries:
-        for entry in entries:
-            match = _SEGMENT_RE.match(entry.name)
-            if match and int(match.group(1)) > after_seq:
-                found.append(Segment(int(match.group(1)), Path(entry.path)))
-    found.sort()
+    for name, path in _entries(_path(spool_dir)):
+        match = _SEGMENT_RE.match(name)
+        if match and int(match.group(1)) > after_seq:
+            found.append(Segment(int(match.group(1)), path))
+    found.sort(key=lambda s: s.seq)
     return found
 
 
-def read_segment(path: Path | str) -> SegmentContents:
+def _entries(spool_dir: SpoolPath) -> list[tuple[str, SpoolPath]]:
+    if isinstance(spool_dir, ObjectPath):
+        return [(p.name, p) for p in spool_dir.iterdir()]
+    try:
+        with os.scandir(spool_dir) as entries:
+            return [(e.name, Path(e.path)) for e in entries]
+    except FileNotFoundError:
+        return []
+
+
+def read_segment(path: SpoolPath | str) -> SegmentContents:
     """Events and gaps of one segment. A line that is not a usable record (a truncated end,
     corruption, a value out of range) is skipped and listed in `.skipped`, so one bad line
     never stops a reader; only a file that cannot be read raises (OSError)."""
     contents = SegmentContents()
-    for number, line in enumerate(_lines(Path(path).read_bytes()), 1):
+    for number, line in enumerate(_lines(_path(path).read_bytes()), 1):
         record, problem = _parse_record(line)
         if problem is not None:
             contents.skipped.append(SkippedRecord(number, problem, _preview(line)))
@@ -234,7 +249,7 @@ def last_record_time(spool_dir: Path | str) -> int | None:
     return None
 
 
-def read_summary_file(segment_path: Path | str) -> SegmentSummary | None:
+def read_summary_file(segment_path: SpoolPath | str) -> SegmentSummary | None:
     """The summary the sidecar wrote for a segment; None if there is none or it is unusable."""
     path = summary_path(segment_path)
     try:
@@ -246,7 +261,7 @@ def read_summary_file(segment_path: Path | str) -> SegmentSummary | None:
         return None
 
 
-def segment_summary(segment_path: Path | str) -> SegmentSummary:
+def segment_summary(segment_path: SpoolPath | str) -> SegmentSummary:
     """A segment's summary: the file the sidecar wrote, or, failing that, computed from the
     segment's events (every line parsed, the slow way); empty if the segment is gone."""
     summary = read_summary_file(segment_path)
@@ -264,7 +279,7 @@ def segment_summary(segment_path: Path | str) -> SegmentSummary:
     )
 
 
-def segment_time_bounds(path: Path | str) -> tuple[int, int] | None:
+def segment_time_bounds(path: SpoolPath | str) -> tuple[int, int] | None:
     """Earliest and latest time a segment touches (event and receipt times, gap bounds), or
     None if it holds no usable record or is gone. Cheap, since a consumer polls the spool at
     tens of thousands of events a second: from the summary, else from the first and last
@@ -277,7 +292,7 @@ def segment_time_bounds(path: Path | str) -> tuple[int, int] | None:
             return None
         return summary.time_min, summary.time_max
     try:
-        lines = _lines(Path(path).read_bytes())
+        lines = _lines(_path(path).read_bytes())
     except FileNotFoundError:
         return None
     records = [_first_usable(lines), _first_usable(reversed(lines))]
@@ -290,14 +305,14 @@ def _first_usable(lines: Iterable[bytes]) -> dict[str, Any] | None:
     return next((r for r, _ in map(_parse_record, lines) if r is not None), None)
 
 
-def count_records(path: Path | str) -> int:
+def count_records(path: SpoolPath | str) -> int:
     """How many records (lines) a segment holds, without parsing them: what a consumer sizes
     its batches by."""
-    return Path(path).read_bytes().count(b"\n")
+    return _path(path).read_bytes().count(b"\n")
 
 
 def prune_segments(
-    spool_dir: Path | str, up_to_seq: int, older_than_s: float, now: float
+    spool_dir: SpoolPath | str, up_to_seq: int, older_than_s: float, now: float
 ) -> list[int]:
     """Delete the segments a consumer is done with: seq <= `up_to_seq` and last modified more
     than `older_than_s` before `now`. The newest segment always stays, because a restarted
@@ -313,6 +328,34 @@ def prune_segments(
                 summary_path(segment.path).unlink(missing_ok=True)
                 deleted.append(segment.seq)
     return deleted
+
+
+def publish_segment(segment: Segment, target_dir: SpoolPath) -> Segment:
+    """Copy a segment and its summary into another spool (an object store, or a directory other
+    nodes read): the summary first, then the segment, so a reader of the target sees complete
+    segments only, normally with their summary. Each goes in one upload, which an object store
+    shows whole or not at all (no temporary name and rename there); a directory gets the same
+    temporary-name-and-rename the writer uses. Publishing a segment again replaces it with the
+    same bytes, so a retry after an uncertain failure is harmless."""
+    target = _path(target_dir) / segment.path.name
+    try:
+        summary = summary_path(segment.path).read_bytes()
+    except FileNotFoundError:
+        summary = None
+    if summary is not None:
+        _put(summary_path(target), summary, f".seg-{segment.seq}.summary.tmp")
+    _put(target, segment.path.read_bytes(), f".seg-{segment.seq}.tmp")
+    return Segment(segment.seq, target)
+
+
+def _put(path: SpoolPath, data: bytes, temp_name: str) -> None:
+    if isinstance(path, ObjectPath):
+        path.write_bytes(data)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.parent / temp_name
+    _write_file(temp, data, sync=True)
+    os.rename(temp, path)
 
 
 class SpoolWriter:

@@ -27,6 +27,9 @@ class Stats:
     events_written: int = 0
     segments_written: int = 0
     last_seq: int = -1
+    # Segments copied to the shared store (`ws_sidecar.publish`; -1: none, or no store).
+    segments_published: int = 0
+    last_published_seq: int = -1
     reconnects: int = 0
     # The newest liquidation time received (ms).
     last_event_time: int | None = None

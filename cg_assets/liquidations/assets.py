@@ -41,11 +41,13 @@ from ws_sidecar.parse import normalize_rest_order
 from ws_sidecar.quarantine import QUARANTINE_FILE
 from ws_sidecar.spool import (
     Segment,
+    SpoolPath,
     list_segments,
     prune_segments,
     read_segment,
     read_summary_file,
 )
+from ws_sidecar.store import open_store
 
 ASSET = "liquidation_orders"
 GROUP = "liquidations"
@@ -86,8 +88,10 @@ class SpoolBatch:
     quarantined: int = 0
 
 
-def spool_dir(settings: Settings) -> Path:
-    return settings.data_dir / "spool"
+def spool_dir(settings: Settings) -> SpoolPath:
+    """The spool the readers read: `<CG_LAKE_URL>/spool`, by default `CG_DATA_DIR/spool`
+    itself; elsewhere the sidecar publishes its segments there (`ws_sidecar.publish`)."""
+    return open_store(settings.lake_url or settings.data_dir).path("spool")
 
 
 def status_path(settings: Settings) -> Path:

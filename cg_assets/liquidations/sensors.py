@@ -99,7 +99,7 @@ def build_liquidation_sensors(
     job: "UnresolvedAssetJobDefinition",
     clock: Callable[[], float] = time.time,
 ) -> list[dg.SensorDefinition]:
-    record = IngestedRanges(Lake(settings.data_dir), ASSET)
+    record = IngestedRanges(Lake.for_settings(settings), ASSET)
     threshold = settings.ingest_alert_after_failures
 
     @dg.sensor(

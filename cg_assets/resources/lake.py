@@ -41,13 +41,17 @@ class Published:
 
 
 class LakeResource(dg.ConfigurableResource):
-    """Where assets write their days and where the catalog of views lives (CG_DATA_DIR).
+    """Where assets write their days (`lake_url`, default `data_dir`) and where the catalog of
+    views lives (`data_dir`, always this node's own directory). `state_dsn` (given as
+    EnvVar("CG_STATE_DSN"), so it is never shown) holds the locks of an object-store lake.
 
     One `Lake` and one `Catalog` per run (made in setup): the catalog remembers a deferred
     (locked) write, so later assets of the run defer at once instead of waiting again.
     """
 
     data_dir: str
+    lake_url: str | None = None
+    state_dsn: str | None = None
     warehouse: DuckDBResource
     duckdb: DuckDBResource
     # How long a run waits for a user's session to release warehouse.duckdb before deferring.
@@ -67,14 +71,17 @@ class LakeResource(dg.ConfigurableResource):
         )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._lake = Lake(self.data_dir)
+        self._lake = self._new_lake()
         self._catalog = self._new_catalog()
 
     @property
     def lake(self) -> Lake:
         if self._lake is None:
-            self._lake = Lake(self.data_dir)
+            self._lake = self._new_lake()
         return self._lake
+
+    def _new_lake(self) -> Lake:
+        return Lake(self.data_dir, self.lake_url, self.state_dsn)
 
     @property
     def catalog(self) -> Catalog:
@@ -183,7 +190,7 @@ def _metadata(
     metadata: dict[str, Any] = {
         "dagster/row_count": stored.rows,
         "days_written": len(days),
-        "lake_path": dg.MetadataValue.path(lake.location(asset)),
+        "lake_path": dg.MetadataValue.path(lake.url(asset)),
         "catalog": status.summary,
         "duckdb_query": dg.MetadataValue.md(
             f"```sql\nSELECT * FROM {asset}\nWHERE date BETWEEN '{first}' AND '{last}'\n```"

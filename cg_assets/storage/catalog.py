@@ -8,6 +8,15 @@ written; in steady state runs never open the catalog at all. When a write is nee
 is locked, the write is deferred (the Parquet record is already complete) and the next run, or
 `python -m cg_assets.storage.catalog`, finishes it.
 
+An object-store lake (`CG_LAKE_URL=s3://...`) is read through Arrow datasets registered
+into a connection (`Lake.attach`), which no DuckDB file can keep: a view in `warehouse.duckdb`
+could only name the store through DuckDB's S3 extension, which is downloaded at run time
+(impossible offline) and would need the store's credentials in every session. So for such a
+lake the catalog writes nothing (`ensure_views` reports the views as per-session) and
+`Catalog.session()` gives a DuckDB connection with one view per asset over every day,
+made for that session; for a local lake it opens `warehouse.duckdb` read-only. Either way,
+`session()` is the one way to query the whole lake.
+
 The connection itself comes from the caller (in a run: dagster-duckdb's `DuckDBResource`
 for the warehouse file). That resource retries a locked file for about 100 s, so the catalog
 first probes the file with a short bounded wait and defers instead when a user's session holds
@@ -19,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -41,9 +51,16 @@ class CatalogStatus:
     unchanged: list[str] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)
     reason: str = ""
+    # Assets of an object-store lake: their views exist only in `Catalog.session()`.
+    per_session: list[str] = field(default_factory=list)
 
     @property
     def summary(self) -> str:
+        if self.per_session:
+            return (
+                f"views of {', '.join(self.per_session)} are made per session"
+                " (object-store lake: Catalog.session())"
+            )
         if self.deferred:
             return f"deferred {', '.join(self.deferred)}: {self.reason}"
         if self.created:
@@ -75,6 +92,9 @@ class Catalog:
     def ensure_views(self, assets: Iterable[str]) -> CatalogStatus:
         """Create the views that are missing or stale; never raise on a lock."""
         status = CatalogStatus()
+        if not self.lake.is_local:
+            status.per_session = sorted(assets)
+            return status
         wanted = {a: self.view_sql(a) for a in assets if self.lake.has_data(a)}
         state = self._read_state()
         todo = {a: sql for a, sql in wanted.items() if state.get("views", {}).get(a) != sql}
@@ -94,6 +114,20 @@ class Catalog:
             return status
         status.created = sorted(todo)
         return status
+
+    @contextmanager
+    def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection with a view per asset over all its days (see the module)."""
+        if self.lake.is_local:
+            self.ensure_views(self.lake.assets())
+            con = duckdb.connect(str(self.path), read_only=True)
+        else:
+            con = duckdb.connect()
+            self.lake.attach_all(con)
+        try:
+            yield con
+        finally:
+            con.close()
 
     def _write_views(self, todo: dict[str, str]) -> None:
         self._probe()
@@ -156,12 +190,22 @@ def _lock_reason(exc: BaseException) -> str:
     )
 
 
-def main() -> None:
-    """Create every missing view now, e.g. after closing a DuckDB session that held the file."""
+def main(argv: list[str] | None = None) -> None:
+    """Create every missing view now (e.g. after closing a DuckDB session that held the file);
+    with a SQL statement as the argument, run it over the whole lake and print the rows, which
+    is how an object-store lake is queried from a shell."""
     from cg_assets.settings import Settings
 
-    lake = Lake(Settings.from_env().data_dir)
-    print(Catalog(lake, connect_timeout_s=30.0).ensure_views(lake.assets()).summary)
+    args = sys.argv[1:] if argv is None else argv
+    catalog = Catalog(Lake.for_settings(Settings.from_env()), connect_timeout_s=30.0)
+    if not args:
+        print(catalog.ensure_views(catalog.lake.assets()).summary)
+        return
+    with catalog.session() as con:
+        result = con.sql(" ".join(args))
+        print("\t".join(result.columns))
+        for row in result.fetchall():
+            print("\t".join(map(str, row)))
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ class IngestedRanges:
 
     @property
     def where(self) -> str:
-        return f"{self.lake.location(self.asset)}/{RECORD_NAME}"
+        return f"{self.lake.url(self.asset)}/{RECORD_NAME}"
 
     def ranges(self) -> list[SeqRange]:
         data = self.lake.read_state(self.asset, RECORD_NAME)

@@ -14,6 +14,7 @@ import pytest
 
 from cg_assets.resources import LakeResource
 from cg_assets.storage import Catalog, Lake
+from cg_assets_tests.test_storage.conftest import names_beside
 
 SCHEMA = pa.schema(
     [("ts", pa.timestamp("ms", tz="UTC")), ("symbol", pa.string()), ("v", pa.float64())]
@@ -36,9 +37,9 @@ def at(day: date, hour: int) -> datetime:
     return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
 
 
-def test_attach_without_files_is_the_declared_schema_plus_date(tmp_path: Path):
+def test_attach_without_files_is_the_declared_schema_plus_date(lake: Lake):
     con = duckdb.connect()
-    assert Lake(tmp_path).attach(con, "nothing", [D1, D2], SCHEMA) == 0
+    assert lake.attach(con, "nothing", [D1, D2], SCHEMA) == 0
     described = con.sql("SELECT * FROM nothing").to_arrow_table()
     assert described.num_rows == 0
     assert described.column_names == ["ts", "symbol", "v", "date"]
@@ -49,8 +50,7 @@ def test_attach_without_files_is_the_declared_schema_plus_date(tmp_path: Path):
     ]
 
 
-def test_attach_reads_only_the_asked_days_by_column_name(tmp_path: Path):
-    lake = Lake(tmp_path)
+def test_attach_reads_only_the_asked_days_by_column_name(lake: Lake):
     lake.write_day("a", D1, rows((at(D1, 1), "BTC", 1.0)))
     # A day written under an older contract: columns in another order, one missing.
     lake.write_day("a", D2, pa.table({"v": [2.0], "ts": rows((at(D2, 2), "X", 0)).column("ts")}))
@@ -61,8 +61,10 @@ def test_attach_reads_only_the_asked_days_by_column_name(tmp_path: Path):
     assert got == [(D1, "BTC", 1.0), (D2, None, 2.0)]
 
 
-def test_publish_splits_by_day_replaces_empty_days_and_describes_the_write(tmp_path: Path):
-    resource = LakeResource.at(tmp_path)
+def test_publish_splits_by_day_replaces_empty_days_and_describes_the_write(
+    tmp_path: Path, lake_url: str | None
+):
+    resource = LakeResource.at(tmp_path, lake_url=lake_url)
     resource.lake.write_day("a", D3, rows((at(D3, 5), "OLD", 9.0)))
     table = rows((at(D1, 1), "BTC", 1.0), (at(D1, 23), "ETH", 2.0), (at(D2, 0), "BTC", 3.0))
     published = resource.publish("a", table, [D1, D2, D3])
@@ -75,18 +77,23 @@ def test_publish_splits_by_day_replaces_empty_days_and_describes_the_write(tmp_p
     assert meta["last_ts"].value == at(D2, 0).timestamp()
     assert [r.data["v"] for r in meta["preview"].value.records] == [1.0, 2.0, 3.0]
     assert "WHERE date BETWEEN '2026-03-01' AND '2026-03-03'" in meta["duckdb_query"].value
-    assert meta["catalog"] == "created views a"
-    con = duckdb.connect(str(resource.catalog.path), read_only=True)
-    try:
-        assert con.sql("SELECT count(*) FROM a").fetchall() == [(3,)]
-    finally:
-        con.close()
+    assert meta["lake_path"].value == resource.lake.url("a")
+    if lake_url is None:
+        assert meta["catalog"] == "created views a"
+    else:
+        assert meta["lake_path"].value == f"{lake_url}/lake/a"
+        assert meta["catalog"].startswith("views of a are made per session")
+    with resource.catalog.session() as con:
+        assert con.sql("SELECT date, count(*) FROM a GROUP BY date ORDER BY date").fetchall() == [
+            (D1, 2),
+            (D2, 1),
+        ]
 
 
-def test_publish_with_merge_keeps_unchanged_days_untouched(tmp_path: Path):
-    resource = LakeResource.at(tmp_path)
+def test_publish_with_merge_keeps_unchanged_days_untouched(tmp_path: Path, lake_url: str | None):
+    resource = LakeResource.at(tmp_path, lake_url=lake_url)
     resource.publish("a", rows((at(D1, 1), "BTC", 1.0)), [D1, D2])
-    before = Path(resource.lake.file("a", D1)).stat().st_mtime_ns
+    before = resource.lake.fs.get_file_info(resource.lake.file("a", D1)).mtime_ns
     seen: list[tuple[int | None, int]] = []
 
     def merge(existing: pa.Table | None, incoming: pa.Table) -> pa.Table | None:
@@ -100,16 +107,16 @@ def test_publish_with_merge_keeps_unchanged_days_untouched(tmp_path: Path):
     published = resource.publish("a", rows((at(D2, 4), "ETH", 2.0)), [D1, D2], merge=merge)
     assert seen == [(1, 0), (0, 1)]
     assert list(published.files) == [D2]
-    assert Path(resource.lake.file("a", D1)).stat().st_mtime_ns == before
+    assert resource.lake.fs.get_file_info(resource.lake.file("a", D1)).mtime_ns == before
     assert published.metadata["dagster/row_count"] == 2  # the days as stored
 
 
-def test_companion_files_replace_atomically(tmp_path: Path):
-    lake = Lake(tmp_path)
+def test_companion_files_replace_atomically(lake: Lake):
     lake.write_bytes("a", D1, "heatmap.png", b"old")
-    path = Path(lake.write_bytes("a", D1, "heatmap.png", b"\x89PNG new"))
-    assert path.read_bytes() == b"\x89PNG new"
-    assert [p.name for p in path.parent.iterdir()] == ["heatmap.png"]
+    path = lake.write_bytes("a", D1, "heatmap.png", b"\x89PNG new")
+    with lake.fs.open_input_stream(path) as stream:
+        assert stream.read() == b"\x89PNG new"
+    assert names_beside(lake, path) == ["heatmap.png"]
     assert lake.days("a") == []  # a picture alone is not a day of data
 
 
