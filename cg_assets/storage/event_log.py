@@ -27,8 +27,12 @@ from typing import Any
 
 from dagster._core.event_api import EventLogEntry
 from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS, DagsterEventType
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log import SqliteEventLogStorage
-from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
+from dagster._core.storage.event_log.schema import (
+    AssetCheckExecutionsTable,
+    SqlEventLogStorageTable,
+)
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres import PostgresEventLogStorage
@@ -78,6 +82,64 @@ def _inserted_ids(conn: Any, rows: Sequence[dict[str, Any]]) -> list[int]:
     return sorted(int(row[0]) for row in result.fetchall())
 
 
+def _index_check_planned(
+    storage: SqlEventLogStorage,
+    conn: Any,
+    events: Sequence[EventLogEntry],
+    rows: Sequence[dict[str, Any]],
+    ids: Sequence[int],
+) -> None:
+    """The PLANNED rows of the asset-check executions table, one per check and partition.
+
+    As `store_asset_check_event` writes them, except that each planned event is serialized
+    once rather than once per partition (365 times per check in a year's backfill).
+    """
+    values = []
+    for event, row, event_id in zip(events, rows, ids, strict=True):
+        if event.dagster_event_type != DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED:
+            continue
+        planned = event.get_dagster_event().event_specific_data
+        subset = planned.partitions_subset
+        values += [
+            {
+                "asset_key": planned.asset_key.to_string(),
+                "check_name": planned.check_name,
+                "partition": partition,
+                "run_id": event.run_id,
+                "execution_status": AssetCheckExecutionRecordStatus.PLANNED.value,
+                "evaluation_event": row["event"],
+                "evaluation_event_timestamp": storage._event_insert_timestamp(event),
+                "evaluation_event_storage_id": event_id,
+            }
+            for partition in (subset.get_partition_keys() if subset else [None])
+        ]
+    if values:
+        conn.execute(AssetCheckExecutionsTable.insert().values(values))
+
+
+def _index_batch(
+    storage: SqlEventLogStorage,
+    conn: Any,
+    events: Sequence[EventLogEntry],
+    rows: Sequence[dict[str, Any]],
+) -> list[int]:
+    """Everything `store_event` writes to the index database for `events` (as rows of the
+    event log table), in one transaction on `conn`; returns the events' ids. Check
+    evaluations (never batched by Dagster) are left to the caller."""
+    ids = _inserted_ids(conn, rows)
+    _index_asset_events(storage, conn, events, ids)
+    _index_check_planned(storage, conn, events, rows, ids)
+    return ids
+
+
+def _store_evaluations(
+    storage: SqlEventLogStorage, events: Sequence[EventLogEntry], ids: Sequence[int]
+) -> None:
+    for event, event_id in zip(events, ids, strict=True):
+        if event.dagster_event_type == DagsterEventType.ASSET_CHECK_EVALUATION:
+            storage.store_asset_check_event(event, event_id)
+
+
 class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
     """Dagster's SQLite event log (one database per run plus the `index` database), batched."""
 
@@ -101,23 +163,17 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
             with self.run_connection(run_id) as conn:
                 conn.execute(SqlEventLogStorageTable.insert().values(run_rows))
         # The index database mirrors asset and asset-check events, as `store_event` does.
-        kept = [
+        mirrored = [
             (e, r)
             for e, r in zip(events, rows, strict=True)
             if e.dagster_event_type in ASSET_EVENTS | ASSET_CHECK_EVENTS
         ]
-        if not kept:
+        if not mirrored:
             return
-        mirrored = [e for e, _ in kept]
+        kept = [e for e, _ in mirrored]
         with self.index_transaction() as conn:
-            ids = _inserted_ids(conn, [r for _, r in kept])
-            _index_asset_events(self, conn, mirrored, ids)
-        self._store_check_events(mirrored, ids)
-
-    def _store_check_events(self, events: Sequence[EventLogEntry], ids: Sequence[int]) -> None:
-        for event, event_id in zip(events, ids, strict=True):
-            if event.dagster_event_type in ASSET_CHECK_EVENTS:
-                self.store_asset_check_event(event, event_id)
+            ids = _index_batch(self, conn, kept, [r for _, r in mirrored])
+        _store_evaluations(self, kept, ids)
 
 
 class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
@@ -156,11 +212,8 @@ class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
         if not events:
             return
         with self.index_transaction() as conn:
-            ids = _inserted_ids(conn, [self._event_to_row(e) for e in events])
-            _index_asset_events(self, conn, events, ids)
-        for event, event_id in zip(events, ids, strict=True):
-            if event.dagster_event_type in ASSET_CHECK_EVENTS:
-                self.store_asset_check_event(event, event_id)
+            ids = _index_batch(self, conn, events, [self._event_to_row(e) for e in events])
+        _store_evaluations(self, events, ids)
 
 
 def sqlite_instance_config(dagster_home: str) -> dict[str, Any]:

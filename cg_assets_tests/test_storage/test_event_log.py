@@ -16,6 +16,8 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy as db
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 
 from cg_assets.definitions import build_resources
 from cg_assets.market.assets import build_market_assets
@@ -129,6 +131,25 @@ def test_each_day_has_its_planned_event_materialization_and_row_count(
         last = entry.asset_entry.last_materialization_record
         assert last.partition_key == partitions[-1]
         assert last.storage_id == max(r.storage_id for r in mats)
+
+    # The checks' executions table holds a planned row per (check, day), as the stock storage
+    # writes it (from one serialized planned event per check).
+    with instance.event_log_storage.index_connection() as conn:
+        executions = conn.execute(
+            db.select(
+                AssetCheckExecutionsTable.c.asset_key,
+                AssetCheckExecutionsTable.c.check_name,
+                AssetCheckExecutionsTable.c.partition,
+            ).where(AssetCheckExecutionsTable.c.partition.is_not(None))
+        ).fetchall()
+    assert Counter(executions) == Counter(
+        {
+            (dg.AssetKey(a.name).to_string(), c, p): 1
+            for a in MARKET_ASSETS
+            for c in CHECKS
+            for p in partitions
+        }
+    )
 
     evaluations = Counter(
         (e.asset_key.to_user_string(), e.check_name) for e in result.get_asset_check_evaluations()
