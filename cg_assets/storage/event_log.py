@@ -75,11 +75,16 @@ def _index_asset_events(
 
 
 def _inserted_ids(conn: Any, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Insert `rows` into the event log table of `conn`, returning their ids in order."""
-    result = conn.execute(
-        SqlEventLogStorageTable.insert().values(list(rows)).returning(SqlEventLogStorageTable.c.id)
+    """Insert `rows` into the event log table of `conn`, returning their ids in order.
+
+    One statement executed for many parameter sets: SQLAlchemy compiles it once and sends the
+    rows in as few round trips as the driver allows ("insertmanyvalues"), where one INSERT
+    with a VALUES list per row would be compiled anew for every batch size.
+    """
+    insert = SqlEventLogStorageTable.insert().returning(
+        SqlEventLogStorageTable.c.id, sort_by_parameter_order=True
     )
-    return sorted(int(row[0]) for row in result.fetchall())
+    return [int(row[0]) for row in conn.execute(insert, list(rows))]
 
 
 def _index_check_planned(
@@ -114,7 +119,7 @@ def _index_check_planned(
             for partition in (subset.get_partition_keys() if subset else [None])
         ]
     if values:
-        conn.execute(AssetCheckExecutionsTable.insert().values(values))
+        conn.execute(AssetCheckExecutionsTable.insert(), values)
 
 
 def _index_batch(
@@ -161,7 +166,7 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
             by_run[event.run_id].append(row)
         for run_id, run_rows in by_run.items():
             with self.run_connection(run_id) as conn:
-                conn.execute(SqlEventLogStorageTable.insert().values(run_rows))
+                conn.execute(SqlEventLogStorageTable.insert(), run_rows)
         # The index database mirrors asset and asset-check events, as `store_event` does.
         mirrored = [
             (e, r)
