@@ -10,9 +10,10 @@ Printed per store: HTTP requests made vs the theoretical minimum (ceil(bars/1000
 them), the floor set by the rate limit (requests / rate), and the whole run's wall time (run
 creation to run end, as `materialize` returns) as a ratio to the floor, with the events Dagster
 recorded. A run records one planned and one materialization event per (asset, day), 2,555 each
-here, and one check evaluation per (check, asset, day): the whole-run time is mostly what it
-costs to store them. `--baseline` also runs each store with Dagster's stock event log storage
-(one commit per event) in the same process, so the ratio is against a baseline of the same run.
+here, a planned row per (check, asset, day) and one check evaluation per (check, asset): beyond
+the API time, the whole run is mostly what it costs to store them. `--baseline` also runs each
+store with Dagster's stock event log storage (one commit per event) in the same process, so the
+ratio is against a baseline of the same run.
 Targets: requests = minimum, zero 429, API time <= 1.15 x floor, whole run <= 1.3 x floor.
 
     .venv/bin/python benchmarks/backfill.py [--days 365] [--stores sqlite,postgres]

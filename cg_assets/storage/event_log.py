@@ -36,12 +36,20 @@ from dagster._core.storage.event_log.schema import (
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster._serdes import ConfigurableClassData
 from dagster_postgres import PostgresEventLogStorage
-from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+from dagster_postgres.utils import (
+    create_pg_engine,
+    get_token_provider_from_config,
+    pg_url_from_config,
+)
 
 # Events per batch: one asset's days of a year-long backfill fit in one transaction, and a
 # transaction of this size stays well under a second.
 EVENT_BATCH_SIZE = "1000"
 BATCH_SIZE_VARIABLE = "DAGSTER_EVENT_BATCH_SIZE"
+# The PostgreSQL event log's connection pool: one kept open, a few more under concurrency,
+# none older than an hour (a server or proxy may drop idle connections).
+POOL_OVERFLOW = 4
+POOL_RECYCLE_S = 3600
 
 
 def enable_event_batches() -> None:
@@ -193,6 +201,20 @@ class BatchingPostgresEventLogStorage(PostgresEventLogStorage):
     ) -> None:
         enable_event_batches()
         super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
+        # dagster-postgres opens a new connection (a new server process) for every statement
+        # group, twice per event it stores one by one; the run's step and check events pay
+        # that. One pooled connection per process (more only while several threads write),
+        # as dagster-postgres itself keeps in the webserver (`optimize_for_webserver`).
+        self._engine.dispose()
+        self._engine = create_pg_engine(
+            self.postgres_url,
+            token_provider,
+            isolation_level="AUTOCOMMIT",
+            pool_size=1,
+            max_overflow=POOL_OVERFLOW,
+            pool_recycle=POOL_RECYCLE_S,
+            pool_pre_ping=True,
+        )
 
     @classmethod
     def from_config_value(  # ty: ignore[invalid-method-override]
