@@ -25,6 +25,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from cg_assets.storage.event_log import sqlite_instance_config
+
 # Exec a command with SIGINT/SIGTERM reset to their defaults (see the module docstring).
 EXEC_WITH_DEFAULT_SIGNALS = (
     "import os, signal, sys;"
@@ -97,7 +99,10 @@ def free_port(preferred: int) -> int:
 def prepare_dagster_home(data_dir: Path) -> Path:
     home = data_dir / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(DAGSTER_YAML)
+    # Backfill runs store their per-partition events in batches (cg_assets.storage.event_log);
+    # JSON is YAML, so the entry is written as one flow mapping under its key.
+    [(key, entry)] = sqlite_instance_config(str(home.resolve())).items()
+    (home / "dagster.yaml").write_text(f"{DAGSTER_YAML}{key}: {json.dumps(entry)}\n")
     return home
 
 

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,12 +43,14 @@ def _as_server_user(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", SERVER_USER, "--", *cmd] if os.geteuid() == 0 else cmd
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """The DSN (postgresql://user@127.0.0.1:port/postgres) of a running server."""
+@contextmanager
+def running_postgres(fsync: bool = False) -> Iterator[str]:
+    """A throwaway server for as long as the context lasts; yields its DSN
+    (postgresql://user@127.0.0.1:port/postgres). Tests run it with fsync off; a benchmark of
+    write costs keeps fsync on, as a production server would."""
     bin_dir = _bin_dir()
     if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+        raise FileNotFoundError("PostgreSQL is not installed (apt-get install postgresql)")
     root = Path(tempfile.mkdtemp(prefix="cg-pg-"))
     data = root / "data"
     if os.geteuid() == 0:
@@ -61,7 +64,9 @@ def postgres_server() -> Iterator[str]:
         check=True,
         capture_output=True,
     )
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    options = (
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync={'on' if fsync else 'off'}"
+    )
     subprocess.run(
         _as_server_user(
             [
@@ -83,19 +88,35 @@ def postgres_server() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def postgres_dsn(postgres_server: str) -> Iterator[str]:
-    """A fresh database of its own for one test, dropped afterwards."""
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The DSN of a server shared by the session's tests."""
+    if _bin_dir() is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    with running_postgres() as dsn:
+        yield dsn
+
+
+@contextmanager
+def fresh_database(server_dsn: str) -> Iterator[str]:
+    """A new database on the server of `server_dsn` for as long as the context lasts."""
     import psycopg2
 
     name = f"t_{uuid.uuid4().hex[:12]}"
-    admin = psycopg2.connect(postgres_server)
+    admin = psycopg2.connect(server_dsn)
     admin.autocommit = True
     try:
         with admin.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{name}"')
-        yield postgres_server.rsplit("/", 1)[0] + f"/{name}"
+        yield server_dsn.rsplit("/", 1)[0] + f"/{name}"
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     finally:
         admin.close()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: str) -> Iterator[str]:
+    """A fresh database of its own for one test, dropped afterwards."""
+    with fresh_database(postgres_server) as dsn:
+        yield dsn

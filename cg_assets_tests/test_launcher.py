@@ -16,6 +16,7 @@ from dagster._core.definitions.run_request import InstigatorType
 from dagster._core.scheduler.instigation import TickStatus
 
 from cg_assets.launcher import free_port, prepare_dagster_home
+from cg_assets.storage.event_log import BatchingSqliteEventLogStorage
 
 
 def test_a_free_preferred_port_is_kept_and_a_busy_one_replaced():
@@ -90,3 +91,6 @@ def test_the_instance_config_fails_dead_runs_retries_crashes_and_prunes_ticks(tm
             kept = instance.get_tick_retention_settings(kind)
             assert all(0 < days <= 7 for days in kept.values()), (kind, kept)
         assert instance.get_tick_retention_settings(InstigatorType.SENSOR)[TickStatus.SKIPPED] == 1
+        # Backfills store their per-partition events in batches, where the default kept them.
+        assert isinstance(instance.event_log_storage, BatchingSqliteEventLogStorage)
+        assert Path(instance.event_log_storage._base_dir) == (home / "history" / "runs").resolve()

@@ -97,9 +97,14 @@ def build_market_assets(settings: Settings) -> dg.AssetsDefinition:
         for asset, fetched in fetch_by_asset(history, requests):
             table = rows_to_table(asset, fetched).sort_by([(k, "ascending") for k in asset.key])
             published = lake.publish(asset.name, table, days)
+            shared, own = published.by_partition()
+            for day, metadata in own.items():
+                context.add_asset_metadata(
+                    metadata, asset_key=asset.name, partition_key=day.isoformat()
+                )
             yield dg.MaterializeResult(
                 asset_key=asset.name,
-                metadata={**published.metadata, **_request_metadata(asset, fetched, client)},
+                metadata={**shared, **_request_metadata(asset, fetched, client)},
             )
             expected = sorted({_series_id(asset, r) for r, _ in fetched})
             selected = {

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,10 @@ from cg_assets.storage.checks import Check, run_checks
 from cg_assets.tables import CheckOutcome, check_results, split_days
 
 PREVIEW_ROWS = 8
+# Day files written at once by `publish`.
+DAY_WRITERS = 8
+# Metadata describing the stored days one by one (see `Published.by_partition`).
+PER_DAY_KEYS = frozenset({"dagster/row_count", "first_ts", "last_ts", "preview"})
 # (stored rows of the day or None, the new rows) -> the day to store, or None if unchanged.
 Merge = Callable[[pa.Table | None, pa.Table], pa.Table | None]
 
@@ -38,6 +43,25 @@ class Published:
     files: dict[date, str]
     catalog: CatalogStatus
     metadata: dict[str, Any]
+    # Each stored day's own row count and timestamp bounds.
+    day_metadata: dict[date, dict[str, Any]]
+
+    def by_partition(self) -> tuple[dict[str, Any], dict[date, dict[str, Any]]]:
+        """The metadata every partition's materialization shares, and each day's own.
+
+        A run over many days records one materialization event per day, each carrying the
+        shared metadata, so it is stored once per day: a year's backfill stores 365 copies.
+        The shared part therefore keeps what describes the run as a whole, each day gets its
+        own row count and bounds (not the run's total), and the preview table goes with the
+        last day only. A one-day run keeps the whole metadata on its one event.
+        """
+        if len(self.day_metadata) <= 1:
+            return self.metadata, {}
+        shared = {k: v for k, v in self.metadata.items() if k not in PER_DAY_KEYS}
+        own = {day: dict(meta) for day, meta in self.day_metadata.items()}
+        if "preview" in self.metadata:
+            own[max(own)]["preview"] = self.metadata["preview"]
+        return shared, own
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -121,21 +145,32 @@ class LakeResource(dg.ConfigurableResource):
             parts = split_days(table, days, split_on)
         files: dict[date, str] = {}
         stored = _Stored()
-        for day, part in parts.items():
-            if merge is None:
-                files[day] = self.lake.write_day(asset, day, part)
-                stored.add(part)
-                continue
-            with self.lake.lock(asset, day):
-                existing = self.lake.read_days(asset, [day])
-                merged = merge(existing, part)
-                if merged is not None:
-                    files[day] = self.lake.write_day(asset, day, merged)
-                final = merged if merged is not None else existing
-                if final is not None:
-                    stored.add(final.select(table.schema.names).cast(table.schema))
+        if merge is None:
+            # Days are independent files; writing them side by side overlaps their fsyncs,
+            # which is most of a year's backfill's write time.
+            with ThreadPoolExecutor(max_workers=DAY_WRITERS) as pool:
+                written = pool.map(lambda item: self.lake.write_day(asset, *item), parts.items())
+                files = dict(zip(parts, written, strict=True))
+            for day, part in parts.items():
+                stored.add(day, part)
+        else:
+            for day, part in parts.items():
+                with self.lake.lock(asset, day):
+                    existing = self.lake.read_days(asset, [day])
+                    merged = merge(existing, part)
+                    if merged is not None:
+                        files[day] = self.lake.write_day(asset, day, merged)
+                    final = merged if merged is not None else existing
+                    stored.add(
+                        day,
+                        None
+                        if final is None
+                        else final.select(table.schema.names).cast(table.schema),
+                    )
         status = self.catalog.ensure_views([asset])
-        return Published(files, status, _metadata(asset, stored, days, status, self.lake))
+        return Published(
+            files, status, _metadata(asset, stored, days, status, self.lake), stored.by_day
+        )
 
     def checks(
         self,
@@ -169,17 +204,24 @@ class _Stored:
     first_ts: datetime | None = None
     last_ts: datetime | None = None
     tail: pa.Table | None = None
+    by_day: dict[date, dict[str, Any]] = field(default_factory=dict)
 
-    def add(self, day: pa.Table) -> None:
-        self.rows += day.num_rows
-        if not day.num_rows:
+    def add(self, day: date, table: pa.Table | None) -> None:
+        rows = 0 if table is None else table.num_rows
+        self.rows += rows
+        self.by_day[day] = {"dagster/row_count": rows}
+        if table is None or not rows:
             return
-        if "ts" in day.column_names:
-            bounds = pc.min_max(day["ts"])
+        if "ts" in table.column_names:
+            bounds = pc.min_max(table["ts"])
             low, high = bounds["min"].as_py(), bounds["max"].as_py()
+            self.by_day[day] |= {
+                "first_ts": dg.MetadataValue.timestamp(low),
+                "last_ts": dg.MetadataValue.timestamp(high),
+            }
             self.first_ts = low if self.first_ts is None else min(self.first_ts, low)
             self.last_ts = high if self.last_ts is None else max(self.last_ts, high)
-        tail = day if self.tail is None else pa.concat_tables([self.tail, day])
+        tail = table if self.tail is None else pa.concat_tables([self.tail, table])
         self.tail = tail.slice(max(0, tail.num_rows - PREVIEW_ROWS))
 
 
