@@ -9,9 +9,9 @@ days of market data, refreshes the newest day as the hourly schedule would, foll
 liquidation burst to its heads-up and the signals to their digest on Telegram, and checks that
 the lake, the alert ledger and Dagster's storage tell the same story.
 
-The shared state is parameterised: `lake_url` (None: the local lake under CG_DATA_DIR) and
-`state_dsn` (the rate schedule's, and the ledger's where it lives in PostgreSQL) are fixtures
-a deployment variant overrides.
+All shared state is where a deployment keeps it: the lake and the spool in an S3-compatible
+store (a moto server; `lake_url`), the rate schedule, the alert ledger and the lake's locks in
+PostgreSQL (`state_dsn`), Dagster's runs and events in PostgreSQL too.
 """
 
 from __future__ import annotations
@@ -35,9 +35,12 @@ from cg_assets.launcher import BIN, Launcher, graphql
 from cg_assets.market.series import MARKET_ASSETS
 from cg_assets.resources import build_telegram_resource
 from cg_assets.settings import Settings
+from cg_assets.state_location import STATE_DSN_SETTING
+from cg_assets.storage.event_log import BatchingPostgresEventLogStorage
 from cg_assets.storage.lake import Lake
 from cg_assets.telegram.ledger import AlertLedger
 from cg_assets_tests.deploy_files import load, local_instance_yaml, postgres_env
+from cg_assets_tests.s3_harness import MotoServer
 from cg_assets_tests.test_e2e import free_port, get_json, wait_for
 
 # Start-up, a backfill and the alerts take about 3.5 minutes on an idle 2-core box; the waits
@@ -64,9 +67,11 @@ def create_database(server_dsn: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def lake_url() -> str | None:
-    """Where the lake lives (CG_LAKE_URL); None: under CG_DATA_DIR."""
-    return None
+def lake_url(s3_server: MotoServer) -> str:
+    """Where the lake and the spool live (CG_LAKE_URL): a bucket of the S3-compatible server."""
+    bucket = f"cg-prod-{uuid.uuid4().hex[:10]}"
+    s3_server.create_bucket(bucket)
+    return f"s3://{bucket}/cg"
 
 
 @pytest.fixture(scope="module")
@@ -111,17 +116,22 @@ class Topology:
         return "runs:\n  " + "\n  ".join(runs) + "\nmessages:\n  " + "\n  ".join(messages)
 
     def lake(self) -> Lake:
-        return Lake(self.settings.data_dir)
+        """The lake as the deployment's processes open it (CG_LAKE_URL, its S3 settings)."""
+        with mock.patch.dict(os.environ, self.env):
+            return Lake.for_settings(self.settings, self.env)
 
     def ledger(self) -> AlertLedger:
-        return build_telegram_resource(self.settings).ledger(self.settings.data_dir)
+        """The deployment's ledger, in the state database."""
+        policy = build_telegram_resource(self.settings, self.env).policy()
+        return AlertLedger(self.env[STATE_DSN_SETTING], policy)
 
 
 @pytest.fixture(scope="module")
 def topology(
     tmp_path_factory: pytest.TempPathFactory,
     postgres_server: str,
-    lake_url: str | None,
+    s3_server: MotoServer,
+    lake_url: str,
     state_dsn: str,
 ) -> Iterator[Topology]:
     root = tmp_path_factory.mktemp("production")
@@ -142,8 +152,7 @@ def topology(
         DAGSTER_COMPUTE_LOGS_DIR=str(data_dir / "compute_logs"),
         CG_STATE_DSN=state_dsn,
     )
-    if lake_url is not None:
-        env["CG_LAKE_URL"] = lake_url
+    env.update(s3_server.env, CG_LAKE_URL=lake_url)
     workspace = str(home / "workspace.yaml")
     handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     launcher = Launcher(env, root)
@@ -209,7 +218,7 @@ def loaded_location(ui: str) -> bool:
     return bool(nodes) and nodes[0]["location"]["name"] == "cg_assets"
 
 
-def test_backfill_live_alerts_and_the_stores_agree(topology: Topology):
+def test_backfill_live_alerts_and_the_stores_agree(topology: Topology, lake_url: str):
     ui = topology.ui
     # The webserver reads the code location from the separate code server.
     wait_for(lambda: loaded_location(ui), 120, "the gRPC code location in the webserver")
@@ -238,13 +247,16 @@ def test_backfill_live_alerts_and_the_stores_agree(topology: Topology):
     days = {(first + timedelta(days=i)).isoformat() for i in range(BACKFILL_DAYS + 1)}
     lake = topology.lake()
     with topology.instance() as instance:
-        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert isinstance(instance.event_log_storage, BatchingPostgresEventLogStorage)
         for name in MARKET:
             stored = instance.get_materialized_partitions(dg.AssetKey(name))
             in_lake = {d.isoformat() for d in lake.days(name)}
             assert stored == in_lake == days, name
         runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
         assert [r.status for r in runs] == [dg.DagsterRunStatus.SUCCESS]
+    # The lake is the store's, not this node's disk.
+    assert lake.url("price_ohlc").startswith(lake_url), lake.url("price_ohlc")
+    assert not (topology.settings.data_dir / "lake").exists()
     # The run's captured output is where the webserver reads it (compute_logs).
     [run] = runs
     logs = Path(topology.env["DAGSTER_COMPUTE_LOGS_DIR"]) / run.run_id / "compute_logs"
@@ -252,7 +264,9 @@ def test_backfill_live_alerts_and_the_stores_agree(topology: Topology):
 
     # The ledger's sent alerts are the messages Telegram received, and the other way round
     # for the alerts (ops messages are not alerts).
-    sent = {r.message_id: r for r in topology.ledger().records(status="sent")}
+    ledger = topology.ledger()
+    assert ledger.ident.startswith("postgresql:"), ledger.ident
+    sent = {r.message_id: r for r in ledger.records(status="sent")}
     received = {m["message_id"]: m for m in topology.messages()}
     assert set(sent) <= set(received)
     for message_id, record in sent.items():

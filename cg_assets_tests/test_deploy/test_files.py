@@ -63,7 +63,7 @@ def test_the_code_location_is_a_grpc_server_the_workspace_points_at():
 
 
 def test_every_dagster_process_gets_the_storage_variables():
-    storage = INSTANCE["storage"]["postgres"]["postgres_db"]
+    storage = INSTANCE["event_log_storage"]["config"]["postgres_db"]
     names = {f"DAGSTER_POSTGRES_{n}" for n in POSTGRES_VARS}
     assert {v["env"] for v in storage.values() if isinstance(v, dict)} == names
     for service in ("code", "webserver", "daemon"):

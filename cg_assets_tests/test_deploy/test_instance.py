@@ -16,7 +16,10 @@ from dagster._core.storage.config import pg_config
 from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
 from dagster_docker import DockerRunLauncher
 
+from cg_assets.storage.event_log import BatchingPostgresEventLogStorage
 from cg_assets_tests.deploy_files import DEPLOY, load, local_instance_yaml, postgres_env
+
+STORAGE_KEYS = ("run_storage", "event_log_storage", "schedule_storage")
 
 ENV = {
     "DAGSTER_POSTGRES_HOST": "db.example",
@@ -44,8 +47,15 @@ def load_text(name: str) -> str:
 def test_the_production_instance_passes_dagsters_schema(home: Path):
     config, instance_class = dagster_instance_config(str(home))
     assert instance_class is None
-    assert set(config["storage"]) == {"postgres"}
-    assert config["storage"]["postgres"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
+    assert "storage" not in config
+    storages = {key: config[key] for key in STORAGE_KEYS}
+    assert {(s["module"], s["class"]) for s in storages.values()} == {
+        ("dagster_postgres.run_storage", "PostgresRunStorage"),
+        ("cg_assets.storage.event_log", "BatchingPostgresEventLogStorage"),
+        ("dagster_postgres.schedule_storage", "PostgresScheduleStorage"),
+    }
+    for storage in storages.values():
+        assert storage["config"]["postgres_db"]["scheme"] == "postgresql+psycopg2"
     launcher = config["run_launcher"]
     assert (launcher["module"], launcher["class"]) == ("dagster_docker", "DockerRunLauncher")
     checked = validate_config(DockerRunLauncher.config_type(), launcher["config"])
@@ -62,12 +72,13 @@ def test_the_storage_credentials_come_from_the_environment(
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
     config, _ = dagster_instance_config(str(home))
-    resolved = process_config(pg_config(), config["storage"]["postgres"])
-    assert resolved.success, resolved.errors
-    db = resolved.value["postgres_db"]
-    assert (db["hostname"], db["port"], db["username"], db["password"], db["db_name"]) == (
-        "db.example", 5433, "cg_user", "s3cret", "cg_db"
-    )  # fmt: skip
+    for key in STORAGE_KEYS:
+        resolved = process_config(pg_config(), config[key]["config"])
+        assert resolved.success, resolved.errors
+        db = resolved.value["postgres_db"]
+        assert (db["hostname"], db["port"], db["username"], db["password"], db["db_name"]) == (
+            "db.example", 5433, "cg_user", "s3cret", "cg_db"
+        )  # fmt: skip
 
 
 def test_an_invalid_edit_is_caught(home: Path):
@@ -103,7 +114,7 @@ def test_dagster_runs_on_the_production_settings(instance: dg.DagsterInstance):
     assert type(logs).__name__ == "LocalComputeLogManager"
     assert logs._base_dir.endswith("/compute_logs")  # resolved from DAGSTER_COMPUTE_LOGS_DIR
     assert isinstance(instance.event_log_storage, SqlEventLogStorage)
-    assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+    assert isinstance(instance.event_log_storage, BatchingPostgresEventLogStorage)
     settings = instance.get_concurrency_config()
     queue = settings.run_queue_config
     assert queue.max_concurrent_runs == 6
@@ -161,5 +172,5 @@ def test_the_helm_values_carry_the_same_settings():
         )
     assert (
         values["postgresql"]["postgresqlScheme"]
-        == (instance["storage"]["postgres"]["postgres_db"]["scheme"])
+        == (instance["event_log_storage"]["config"]["postgres_db"]["scheme"])
     )
