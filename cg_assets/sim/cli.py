@@ -1,6 +1,7 @@
 """`cg-sim`: the CoinGlass simulator as a standalone process, for the demo and benchmarks.
 
-It serves REST and the WebSocket from one liquidation feed, prints the REST base URL on the
+It serves REST and the WebSocket from one liquidation feed (REST's `/_sim/ws/*` routes control
+the WebSocket's faults from other processes), prints the REST base URL on the
 first line of stdout and the WebSocket URL on the second once both accept connections
 (callers wait for those lines), then serves until SIGINT or SIGTERM and exits 0. With
 `--telegram-port` it also runs the Telegram Bot API stand-in, prints its base URL (the value for
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     market = SyntheticMarket(seed=args.seed, scenario=scenario)
     feed = LiquidationFeed(market, seed=args.seed, rate_per_s=args.liq_rate)
+    ws = WsSimulator(feed, args.host, args.ws_port, plan=args.plan, require_key=args.require_key)
     server = SimulatorServer(
         market,
         plan=args.plan,
@@ -110,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         rate_limit_per_min=args.rate_limit_per_min,
         feed=feed,
+        ws=ws,
     )
-    ws = WsSimulator(feed, args.host, args.ws_port, plan=args.plan, require_key=args.require_key)
     telegram = (
         None
         if args.telegram_port is None

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from email.message import Message
 from urllib.parse import parse_qsl, urlsplit
 
+import numpy as np
+
 from cg_assets.coinglass.plans import PLAN_LIMITS, Plan, min_plan_for_path, parse_plan
 from cg_assets.sim.http import (
     LoopbackServer,
@@ -32,6 +34,9 @@ from cg_assets.sim.market import SyntheticMarket
 from cg_assets.sim.rest_faults import Faults
 from cg_assets.sim.rest_request import ApiError, Call, JsonBody
 from cg_assets.sim.rest_routes import ROUTES
+from cg_assets.sim.ws import WsSimulator
+from cg_assets.sim.ws_control import PREFIX as WS_PREFIX
+from cg_assets.sim.ws_control import ws_admin
 
 RATE_WINDOW_MS = 60_000
 _LOG_CAP = 100_000  # keeps a long-running demo server's request log bounded
@@ -149,7 +154,8 @@ class SimulatorServer(LoopbackServer):
     `feed` serves `liquidation/order`; share it with a WsSimulator so both protocols report
     the same events, and give it the server's clock, since the 7-day window is the server's.
     Without one, a feed on the server's market and clock is created on the first order
-    request (so it holds only events generated from then on).
+    request (so it holds only events generated from then on). With `ws`, the `/_sim/ws/*`
+    routes control that WebSocket simulator from other processes (`cg_assets.sim.ws_control`).
     """
 
     label = "the simulator"
@@ -167,8 +173,10 @@ class SimulatorServer(LoopbackServer):
         rate_limit_per_min: int | None = None,
         fault_seed: int = 0,
         feed: LiquidationFeed | None = None,
+        ws: WsSimulator | None = None,
     ) -> None:
         self.market = market or SyntheticMarket()
+        self.ws = ws
         self._feed = feed
         self._feed_lock = threading.Lock()
         self.plan = parse_plan(plan)
@@ -201,7 +209,7 @@ class SimulatorServer(LoopbackServer):
         url = urlsplit(target)
         params = dict(reversed(parse_qsl(url.query, keep_blank_values=True)))  # first wins
         if url.path.startswith("/_sim/"):
-            return self._admin(method, url.path, body)
+            return self._admin(method, url.path, params, body)
         if method != "GET":
             return plain_response(405, "Method Not Allowed", {"Allow": "GET"})
         if self.faults.latency_s > 0:
@@ -262,10 +270,13 @@ class SimulatorServer(LoopbackServer):
             return _envelope_error(exc.code, exc.msg, headers)
         return json_response(200, {"code": "0", "msg": "success", "data": data}, headers)
 
-    def _admin(self, method: str, path: str, body: bytes) -> Response:
+    def _admin(self, method: str, path: str, params: dict[str, str], body: bytes) -> Response:
         """Out-of-process control: `POST /_sim/faults` (JSON knobs), `GET /_sim/stats`,
         `POST /_sim/liquidation` (one order now: {"coin", "usd", "side"?, "exchange"?}, answered
-        with the order as generated, so a benchmark knows when it entered the feed)."""
+        with the order as generated, so a benchmark knows when it entered the feed),
+        `GET /_sim/feed/events` (every event of a window, `feed_events`) and `/_sim/ws/*`."""
+        if path.startswith(WS_PREFIX) and self.ws is not None:
+            return ws_admin(self.ws, method, path, body)
         if path == "/_sim/faults" and method in ("GET", "POST"):
             return faults_endpoint(self.faults, method, body)
         if path == "/_sim/stats" and method == "GET":
@@ -275,6 +286,11 @@ class SimulatorServer(LoopbackServer):
             return json_response(200, self.stats.as_dict())
         if path == "/_sim/liquidation" and method == "POST":
             return self._inject(body)
+        if path == "/_sim/feed/events" and method == "GET":
+            try:
+                return json_response(200, feed_events(self.feed, params))
+            except ValueError as exc:
+                return json_response(400, {"error": str(exc)})
         return plain_response(404, "Not Found")
 
     def _inject(self, body: bytes) -> Response:
@@ -292,3 +308,28 @@ class SimulatorServer(LoopbackServer):
         except ValueError as exc:
             return json_response(400, {"error": str(exc)})
         return json_response(200, dataclasses.asdict(event))
+
+
+def feed_events(feed: LiquidationFeed, params: Mapping[str, str]) -> JsonBody:
+    """Every event the feed generated with `start_ms <= time < end_ms`, optionally only of the
+    comma-separated `coins` and `exchanges`, as columns (exchange, pair, time, price, side,
+    usd_value): what a soak compares with what the consumer stored."""
+    try:
+        start, end = int(params["start_ms"]), int(params["end_ms"])
+    except (KeyError, ValueError):
+        raise ValueError("start_ms and end_ms must be integer milliseconds") from None
+    batch = feed.query(start, end)
+    wanted = [
+        (not params.get("coins") or inst.base_asset in params["coins"].split(","))
+        and (not params.get("exchanges") or inst.exchange in params["exchanges"].split(","))
+        for inst in feed.instruments
+    ]
+    batch = batch.take(np.array(wanted, dtype=bool)[batch.inst])
+    return {
+        "exchange": batch.exchanges(),
+        "pair": batch.pairs(),
+        "time": batch.time.tolist(),
+        "price": batch.price.tolist(),
+        "side": ["long" if long_ else "short" for long_ in batch.long.tolist()],
+        "usd_value": batch.usd_value.tolist(),
+    }

@@ -12,6 +12,7 @@ is recorded, so a test can assert exactly what a user would have seen.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -82,8 +83,8 @@ class TelegramServer(LoopbackServer):
     "@channel" names); anything else is answered as Telegram would. `on_message` is called
     (from the server thread) for every delivered message, e.g. to print it. `requests` counts
     every call per Bot API method, rejected ones included, so tests can assert how often a
-    client tried. Other processes use `GET /_sim/messages`, `GET|POST /_sim/faults` and
-    `POST /_sim/reset`.
+    client tried. Other processes use `GET /_sim/messages`, `GET|POST /_sim/faults`,
+    `POST /_sim/outage` (`{"seconds": s}`, see `outage`) and `POST /_sim/reset`.
     """
 
     label = "the Telegram stand-in"
@@ -108,7 +109,15 @@ class TelegramServer(LoopbackServer):
         self._messages: list[ReceivedMessage] = []
         self._next_id: Counter[ChatId] = Counter()
         self._cond = threading.Condition()
+        self._down_until = 0.0  # `clock` seconds
         super().__init__(host, port)
+
+    def outage(self, seconds: float) -> None:
+        """For the next `seconds`, answer every Bot API request 502 Bad Gateway, as Telegram's
+        front end does while its servers are down; nothing sent meanwhile is delivered."""
+        if not 0 <= seconds < float("inf"):
+            raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
+        self._down_until = self.clock() + seconds
 
     # ------------------------------------------------------------------ chats and records
 
@@ -168,6 +177,8 @@ class TelegramServer(LoopbackServer):
     def _api(self, token: str, method: str, params: dict[str, Any]) -> Response:
         with self._cond:
             self.requests[method] += 1
+        if self.clock() < self._down_until:
+            raise ApiError(502, "Bad Gateway")
         if token not in self.tokens or self.faults.take("unauthorized"):
             raise ApiError(401, "Unauthorized")
         bot_id = _bot_id(token)
@@ -260,6 +271,16 @@ class TelegramServer(LoopbackServer):
             return faults_endpoint(self.faults, method, body)
         if path == "/_sim/messages" and method == "GET":
             return json_response(200, [m.as_dict() for m in self.messages()])
+        if path == "/_sim/outage" and method == "POST":
+            try:
+                request = json.loads(body or b"{}")
+                seconds = request.get("seconds") if isinstance(request, dict) else None
+                if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+                    raise ValueError(f'expected {{"seconds": <number>}}, got {request!r}')
+                self.outage(seconds)
+            except ValueError as exc:
+                return json_response(400, {"error": str(exc)})
+            return json_response(200, {"seconds": seconds})
         if path == "/_sim/reset" and method == "POST":
             self.reset()
             return json_response(200, {"ok": True})

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -75,7 +75,9 @@ class WsFaults:
     already queued go out on recovery). Actions: `close_connections()`, `restart()` and
     `poison_next(n)`: the next n events pushed carry their time in microseconds, as from a feed
     whose clock unit changed; a consumer must refuse them, so they count in `poisoned_events`,
-    not `events_sent` (REST keeps their true copy).
+    not `events_sent` (REST keeps their true copy); `send_poison(kind)` pushes one extra
+    item, a broken copy of the newest event (POISON_KINDS), leaving the feed untouched.
+    `update`/`as_dict` expose the knobs to `POST /_sim/ws/faults` (`cg_assets.sim.ws_control`).
     """
 
     def __init__(self, sim: WsSimulator, seed: int = 0) -> None:
@@ -136,12 +138,51 @@ class WsFaults:
         """Stop (closing every connection with 1001) and serve again on the same port."""
         self._sim.restart()
 
+    def send_poison(self, kind: str) -> int:
+        """Push one broken copy of the newest event to every subscriber; how many frames."""
+        if kind not in POISON_KINDS:
+            raise ValueError(f"unknown poison {kind!r}; known: {', '.join(POISON_KINDS)}")
+        return self._sim._poison_all(kind)
+
+    def update(self, values: Mapping[str, Any]) -> None:
+        """Set several knobs at once, all or none; ValueError names a bad knob or value."""
+        for name, value in values.items():
+            _check_knob(name, value)
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _KNOBS}
+
     def clear(self) -> None:
         """Switch every fault off."""
         self.answer_pings = True
         self.malformed_rate = 0.0
         self.take_poison(self._poison)
         self.stall = False
+
+
+_KNOBS = ("answer_pings", "malformed_rate", "stall")
+# How `send_poison` breaks its copy: a time in microseconds (a feed whose clock unit changed),
+# or a negative price.
+POISON_KINDS = ("microseconds", "negative_price")
+
+
+def _check_knob(name: str, value: Any) -> None:
+    if name not in _KNOBS:
+        raise ValueError(f"unknown fault {name!r}; known: {', '.join(_KNOBS)}")
+    if name == "malformed_rate":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ValueError(f"malformed_rate must be within [0, 1], got {value!r}")
+    elif not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
+def poison_item(item: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A copy of a pushed item broken the `kind` way (POISON_KINDS)."""
+    if kind == "microseconds":
+        return {**item, "time": item["time"] * 1000}
+    return {**item, "price": -abs(item["price"])}
 
 
 # --------------------------------------------------------------------------- server
@@ -446,6 +487,23 @@ class WsSimulator:
             self._unstalled.clear()
         else:
             self._unstalled.set()
+
+    def _poison_all(self, kind: str) -> int:
+        return self._call_soon(lambda: self._poison_now(kind)) or 0
+
+    def _poison_now(self, kind: str) -> int:
+        newest = self.feed.since(self.feed.last_seq - 1)
+        if not len(newest):
+            return 0
+        frames = 0
+        for client in self._clients:
+            for channel in client.channels:
+                item = poison_item(CHANNELS[channel](newest)[0], kind)
+                text = dumps({"channel": channel, "data": [item]})
+                empty = np.empty(0, np.int64)
+                client.queue.put_nowait(_Frame(text, channel, empty, empty, poisoned=1))
+                frames += 1
+        return frames
 
     def _close_all(self, code: int, reason: str) -> int:
         return self._call_soon(lambda: self._close_now(code, reason)) or 0

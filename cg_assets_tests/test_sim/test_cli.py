@@ -43,6 +43,9 @@ def test_cli_serves_until_sigterm():
         with connect(ws_url, open_timeout=10) as ws:
             ws.send("ping")
             assert ws.recv(timeout=10) == "pong"
+            # Another process controls the WebSocket's faults through the REST port.
+            closed = requests.post(base_url + "/_sim/ws/close", timeout=10).json()
+            assert closed == {"closed": 1}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
     finally:
