@@ -21,7 +21,6 @@ import argparse
 import json
 import random
 import statistics
-import sys
 import tempfile
 import time
 import urllib.request
@@ -30,8 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
-from cg_assets.demo import simulator_env
-from cg_assets.launcher import BIN, Launcher, free_port
+from cg_assets.demo import Ports, simulator_env, start_system
+from cg_assets.launcher import Launcher
 
 COINS = ("BTC", "ETH", "SOL", "XRP", "DOGE")
 POLLING_EXPECTED_S = 150.0
@@ -100,29 +99,12 @@ def main() -> None:
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="cg-alert-latency-"))
-    ports = [free_port(0) for _ in range(5)]
-    sim_url, ws_port, standin, health_port, ui_port = (
-        f"http://127.0.0.1:{ports[0]}",
-        ports[1],
-        f"http://127.0.0.1:{ports[2]}",
-        ports[3],
-        ports[4],
-    )
-    env = simulator_env(data_dir, sim_url, ws_port, health_port, standin)
+    ports = Ports().resolved()
+    sim_url, standin = ports.sim_url, ports.standin
+    env = simulator_env(data_dir, ports)
     env.update({f"ALERT_{name}_MINUTES": "0" for name in ("DEDUP", *COOLDOWNS)})
     with Launcher(env, data_dir) as launcher:
-        sim = launcher.spawn(
-            "simulator",
-            [
-                str(BIN / "cg-sim"),
-                *("--port", str(ports[0]), "--ws-port", str(ws_port)),
-                *("--telegram-port", str(ports[2]), "--no-require-key"),
-            ],
-        )
-        launcher.wait_http(f"{sim_url}/api/futures/supported-coins", sim, 60)
-        sidecar = launcher.spawn("sidecar", [sys.executable, "-m", "ws_sidecar"])
-        launcher.wait_http(f"http://127.0.0.1:{health_port}/health/ready", sidecar, 60)
-        launcher.start_dagster(ui_port)
+        start_system(launcher, ports)
         print(f"running in {data_dir}; warming up (the first heads-up sets the sensor going)")
         # The heads-up sensor starts at the spool's end on its first tick, so keep injecting
         # until one burst gets through: then the daemon, code server and sensor are warm.

@@ -31,7 +31,6 @@ import json
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 import urllib.request
@@ -41,9 +40,16 @@ from pathlib import Path
 from typing import TypeVar
 
 from cg_assets.automation import SENSOR
-from cg_assets.demo import backfill_finished, launch_backfill, launch_refresh
+from cg_assets.demo import (
+    Ports,
+    backfill_finished,
+    launch_backfill,
+    launch_refresh,
+    simulator_env,
+    start_system,
+)
 from cg_assets.demo import newest_day as newest_bar_day
-from cg_assets.launcher import BIN, Launcher, free_port, graphql, simulator_env
+from cg_assets.launcher import Launcher, graphql
 from cg_assets.settings import Settings
 from cg_assets.telegram.ledger import AlertLedger, ledger_path
 
@@ -143,31 +149,13 @@ def main() -> None:
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="cg-digest-latency-"))
-    ports = [free_port(0) for _ in range(5)]
-    sim_url, ws_port, standin, health_port, ui_port = (
-        f"http://127.0.0.1:{ports[0]}",
-        ports[1],
-        f"http://127.0.0.1:{ports[2]}",
-        ports[3],
-        ports[4],
-    )
-    env = simulator_env(data_dir, sim_url, ws_port, health_port, standin)
+    ports = Ports().resolved()
+    env = simulator_env(data_dir, ports)
     env.update({f"ALERT_{name}_MINUTES": "0" for name in ("DEDUP", *COOLDOWNS)})
     interval_ms = Settings.from_env(env).interval_ms
     with Launcher(env, data_dir) as launcher:
-        sim = launcher.spawn(
-            "simulator",
-            [
-                str(BIN / "cg-sim"),
-                *("--port", str(ports[0]), "--ws-port", str(ws_port)),
-                *("--telegram-port", str(ports[2]), "--no-require-key"),
-                *("--scenario", "cascade", "--episode-every-min", "2"),
-            ],
-        )
-        launcher.wait_http(f"{sim_url}/api/futures/supported-coins", sim, 60)
-        sidecar = launcher.spawn("sidecar", [sys.executable, "-m", "ws_sidecar"])
-        launcher.wait_http(f"http://127.0.0.1:{health_port}/health/ready", sidecar, 60)
-        ui = launcher.start_dagster(ui_port)
+        ui = start_system(launcher, ports, ("--scenario", "cascade", "--episode-every-min", "2"))
+        standin = ports.standin
         backfill = launch_backfill(
             ui, args.backfill_days, newest_bar_day(datetime.now(UTC), interval_ms)
         )

@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -189,25 +190,77 @@ def message_printer(standin: str) -> Callable[[], None]:
     return show_new
 
 
-def simulator_env(
-    data_dir: Path, sim_url: str, ws_port: int, health_port: int, standin: str
-) -> dict[str, str]:
+@dataclass(frozen=True)
+class Ports:
+    """The loopback ports of one simulated system: the simulator's REST and WebSocket sides,
+    the Telegram stand-in, the sidecar's health server and Dagster's UI."""
+
+    sim: int = 0
+    ws: int = 0
+    telegram: int = 0
+    sidecar: int = 0
+    ui: int = 0
+
+    def resolved(self) -> Ports:
+        """Each preferred port if free, else (or for 0) any free one."""
+        return Ports(*(free_port(getattr(self, f.name)) for f in fields(self)))
+
+    @property
+    def sim_url(self) -> str:
+        return f"http://127.0.0.1:{self.sim}"
+
+    @property
+    def standin(self) -> str:
+        return f"http://127.0.0.1:{self.telegram}"
+
+    @property
+    def health(self) -> str:
+        return f"http://127.0.0.1:{self.sidecar}"
+
+
+def simulator_env(data_dir: Path, ports: Ports) -> dict[str, str]:
     """This process's environment pointed at a local simulator, stand-in and sidecar port."""
     env = {
         **os.environ,
-        "CG_API_BASE_URL": sim_url,
+        "CG_API_BASE_URL": ports.sim_url,
         "CG_PLAN": "professional",
         "CG_DATA_DIR": str(data_dir),
-        "CG_WS_URL": f"ws://127.0.0.1:{ws_port}/ws-api",
-        "SIDECAR_HEALTH_PORT": str(health_port),
+        "CG_WS_URL": f"ws://127.0.0.1:{ports.ws}/ws-api",
+        "SIDECAR_HEALTH_PORT": str(ports.sidecar),
         "CG_SIDECAR": "on",
-        "TELEGRAM_API_BASE_URL": standin,
+        "TELEGRAM_API_BASE_URL": ports.standin,
         "TELEGRAM_BOT_TOKEN": DEFAULT_TOKEN,
         "TELEGRAM_CHAT_ID": str(DEFAULT_CHAT_ID),
         "DAGSTER_HOME": str(prepare_dagster_home(data_dir)),
     }
     env.pop("CG_API_KEY", None)
     return env
+
+
+def start_sidecar(launcher: Launcher, ports: Ports) -> subprocess.Popen:
+    """The sidecar, once its health server answers (its log: sidecar.log)."""
+    sidecar = launcher.spawn("sidecar", [sys.executable, "-m", "ws_sidecar"])
+    launcher.wait_http(f"{ports.health}/health/live", sidecar, 30)
+    return sidecar
+
+
+def start_system(launcher: Launcher, ports: Ports, sim_args: Sequence[str] = ()) -> str:
+    """The whole product against the simulator, as `make demo` runs it: `cg-sim` (REST,
+    WebSocket, Telegram stand-in; `sim_args` are its story and rate), the sidecar and
+    `dagster dev` with its daemon and every sensor. The launcher's environment must be
+    `simulator_env(..., ports)`. Returns Dagster's UI URL once it answers."""
+    sim = launcher.spawn(
+        "simulator",
+        [
+            str(BIN / "cg-sim"),
+            *("--port", str(ports.sim), "--ws-port", str(ports.ws)),
+            *("--telegram-port", str(ports.telegram), "--no-require-key"),
+            *sim_args,
+        ],
+    )
+    launcher.wait_http(f"{ports.sim_url}/api/futures/supported-coins", sim, 60)
+    start_sidecar(launcher, ports)
+    return launcher.start_dagster(ports.ui)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -223,30 +276,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     data_dir = Path(os.environ.get("CG_DATA_DIR", "data")).resolve()
-    sim_port, ui_port = free_port(args.sim_port), free_port(args.ui_port)
-    ws_port, health_port = free_port(args.ws_port), free_port(args.sidecar_port)
-    telegram_port = free_port(args.telegram_port)
-    sim_url, health = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{health_port}"
-    standin = f"http://127.0.0.1:{telegram_port}"
-    env = simulator_env(data_dir, sim_url, ws_port, health_port, standin)
+    ports = Ports(
+        args.sim_port, args.ws_port, args.telegram_port, args.sidecar_port, args.ui_port
+    ).resolved()
+    env = simulator_env(data_dir, ports)
     with Launcher(env, data_dir) as launcher:
-        sim = launcher.spawn(
-            "simulator",
-            [
-                str(BIN / "cg-sim"),
-                *("--port", str(sim_port), "--ws-port", str(ws_port)),
-                *("--telegram-port", str(telegram_port)),
-                *("--scenario", args.scenario, "--episode-every-min", str(args.episode_every_min)),
-                "--no-require-key",
-            ],
-        )
-        launcher.wait_http(f"{sim_url}/api/futures/supported-coins", sim, 60)
-        print(f"simulator      {sim_url}  scenario {args.scenario}  (log: simulator.log)")
-        print(f"telegram       {standin}  (stand-in; messages appear below)")
-        sidecar = launcher.spawn("sidecar", [sys.executable, "-m", "ws_sidecar"])
-        launcher.wait_http(f"{health}/health/live", sidecar, 30)
-        print(f"ws_sidecar     {health}/health/ready  {health}/metrics")
-        ui = launcher.start_dagster(ui_port)
+        story = ("--scenario", args.scenario, "--episode-every-min", str(args.episode_every_min))
+        ui = start_system(launcher, ports, story)
+        print(f"simulator      {ports.sim_url}  scenario {args.scenario}  (log: simulator.log)")
+        print(f"telegram       {ports.standin}  (stand-in; messages appear below)")
+        print(f"ws_sidecar     {ports.health}/health/ready  {ports.health}/metrics")
         newest = newest_day(datetime.now(UTC), Settings.from_env(env).interval_ms)
         backfill_id = launch_backfill(ui, args.backfill_days, newest)
         print(f"backfill       {backfill_id}: {args.backfill_days} days before {newest}")
@@ -258,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"logs           {data_dir}/{{simulator,sidecar,dagster}}.log")
         print("\nCtrl-C stops everything.\n", flush=True)
         handover = Handover(ui, backfill_id, newest, launcher.start_schedules)
-        show_new = message_printer(standin)
+        show_new = message_printer(ports.standin)
 
         def on_tick() -> None:
             handover()
