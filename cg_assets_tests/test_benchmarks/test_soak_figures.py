@@ -1,0 +1,168 @@
+"""The soak's schedule and bookkeeping, as plain functions: what it plants and when, and how
+it counts lost and duplicated events, alerts and digests, RSS growth and its verdict."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from benchmarks.soak import (
+    BurstOutcome,
+    DigestFigures,
+    RssSample,
+    burst_outcomes,
+    burst_schedule,
+    digest_figures,
+    digest_key,
+    event_figures,
+    fault_schedule,
+    poison_schedule,
+    process_role,
+    rss_growth,
+    verdict,
+)
+
+HEADSUP = "⚡ BTC liquidation burst: one order of $60.0M\nlongs liquidated (cascade?) at 10:15 UTC"
+REPEAT = "↻ Possible repeat: an earlier send of this alert may have arrived.\n"
+
+
+def message(plain: str, message_id: int, reply_to: int | None = None) -> dict:
+    return {"plain": plain, "message_id": message_id, "reply_to": reply_to}
+
+
+def test_the_full_schedule_has_every_fault_of_the_issue():
+    steps = fault_schedule(1200)
+    actions = Counter(s.action for s in steps)
+    assert actions["ws_close"] == 9 + 1  # every 2 min (not at the end) and one before a 5xx
+    assert (actions["kill_worker"], actions["kill_sidecar"], actions["telegram_429"]) == (1, 1, 1)
+    silence = [s for s in steps if s.action == "ping_silence"]
+    assert [s.arg for s in silence] == [True, False]
+    assert silence[1].at_s - silence[0].at_s == 60
+    [outage] = [s for s in steps if s.action == "telegram_outage"]
+    assert outage.arg == 30
+    # Every 5xx burst is switched off again; one starts a second after a close.
+    rates = [s for s in steps if s.action == "rest_5xx"]
+    assert [s.arg > 0 for s in rates] == [True, False, True, False]
+    assert any(c.action == "ws_close" and c.at_s == rates[2].at_s - 1 for c in steps)
+    assert all(0 < s.at_s < 1200 for s in steps)
+
+
+def test_a_three_minute_schedule_keeps_one_of_each_fault_inside_it():
+    steps = fault_schedule(180, ws_close_every_s=60)
+    assert {s.action for s in steps} >= {
+        "ws_close",
+        "rest_5xx",
+        "telegram_429",
+        "ping_silence",
+        "kill_worker",
+        "kill_sidecar",
+        "telegram_outage",
+    }
+    assert all(0 < s.at_s < 180 for s in steps)
+
+
+def test_bursts_scale_with_the_duration_and_rotate_coins():
+    full = burst_schedule(1200, ("BTC", "ETH", "SOL"))
+    assert len(full) == 30
+    assert [s.arg for s in full[:4]] == ["BTC", "ETH", "SOL", "BTC"]
+    assert all(60 <= s.at_s < 1200 - 60 for s in full)
+    # The same coin never twice within a minute, so each burst has its own coin-minute.
+    for a, b in zip(full, full[3:], strict=False):
+        assert b.at_s - a.at_s >= 60
+    assert len(burst_schedule(180, ("BTC",))) == 5
+
+
+def test_one_poison_a_minute_alternating_kinds():
+    steps = poison_schedule(1200)
+    assert len(steps) == 20
+    assert [s.arg for s in steps[:2]] == ["microseconds", "negative_price"]
+
+
+def test_event_figures_count_lost_extra_and_duplicates():
+    figures = event_figures({"a", "b", "c"}, ["a", "b", "x"], duplicated=2, rows=10)
+    assert (figures.sent, figures.stored, figures.lost) == (3, 2, 1)
+    assert (figures.duplicated, figures.unmatched, figures.rows) == (2, 1, 10)
+
+
+def test_bursts_are_matched_to_their_headsup_and_its_verdict():
+    time_ms = 1_773_137_700_000  # 2026-03-10 10:15 UTC
+    assert burst_outcomes([("BTC", time_ms)], [], "$60.0M")[0].headsups == 0
+    messages = [
+        message(HEADSUP, 1),
+        message("✅ BTC cascade confirmed", 2, reply_to=1),
+        message(REPEAT + HEADSUP, 3),
+        message("⚡ ETH liquidation burst: one order of $60.0M at 10:15 UTC", 4),
+    ]
+    [outcome] = burst_outcomes([("BTC", time_ms)], messages, "$60.0M")
+    assert (outcome.headsups, outcome.headsups_flagged, outcome.verdicts) == (2, 1, 1)
+
+
+def test_digests_are_keyed_by_coin_and_bar_and_repeats_counted():
+    digest = "🔴 BTC · 1 HIGH\n1h bar 2026-03-10 09:00 UTC\n• x\nnot financial advice"
+    assert digest_key(message(digest, 1)) == ("BTC", "2026-03-10 09:00 UTC", False)
+    assert digest_key(message(REPEAT + digest, 2)) == ("BTC", "2026-03-10 09:00 UTC", True)
+    assert digest_key(message(HEADSUP, 3)) is None
+    figures = digest_figures(
+        [message(digest, 1), message(digest, 2), message(REPEAT + digest, 3)],
+        ["2026-03-10 09:00 UTC", "2026-03-10 10:00 UTC"],
+    )
+    assert figures.per_bar == {"2026-03-10 09:00 UTC": 3}
+    assert figures.missing == ["2026-03-10 10:00 UTC"]
+    assert figures.repeated == 1  # three copies, one flagged: one unflagged extra
+
+
+def test_rss_growth_from_the_end_of_the_first_minute():
+    samples = [
+        RssSample(0, 1, "sidecar", 50),
+        RssSample(60, 1, "sidecar", 80),
+        RssSample(600, 1, "sidecar", 95),
+        RssSample(300, 2, "run worker", 200),
+        RssSample(305, 2, "run worker", 210),
+    ]
+    assert rss_growth(samples, settle_s=60) == {(1, "sidecar"): (80, 95)}
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "role"),
+    [
+        ("/v/bin/python /v/bin/cg-sim --port 1", "simulator"),
+        ("/v/bin/python -m ws_sidecar", "sidecar"),
+        ("/v/bin/python /v/bin/dagster dev -w workspace.yaml", "dagster dev"),
+        ("/v/bin/python -m dagster api grpc --lazy-load-user-code", "code server"),
+        ("/v/bin/python -m dagster code-server start --socket /tmp/x", "code server"),
+        ("/v/bin/python -m dagster._daemon run --code-server-host x", "daemon"),
+        ("/v/bin/python -m dagster_webserver -h 127.0.0.1", "webserver"),
+    ],
+)
+def test_process_roles(cmdline: str, role: str):
+    assert process_role(cmdline) == role
+
+
+def test_the_verdict_names_each_missed_target():
+    clean = event_figures({"a"}, ["a"], 0, 1)
+    ok = BurstOutcome("BTC", 0, headsups=1, verdicts=1)
+    digests = DigestFigures({}, [], 0)
+    growth = {(1, "sidecar"): (80.0, 100.0), (2, "simulator"): (100.0, 400.0)}
+    assert verdict(clean, [ok], digests, 3, 3, 0, growth).passed
+    bad = verdict(
+        event_figures({"a", "b"}, ["a"], 1, 2),
+        [BurstOutcome("BTC", 0, headsups=2, verdicts=0)],
+        DigestFigures({}, ["bar"], 1),
+        2,
+        3,
+        1,
+        {(1, "sidecar"): (80.0, 140.0)},
+    )
+    assert not bad.passed
+    assert bad.misses == [
+        "1 event(s) lost",
+        "1 event duplicate(s)",
+        "1 heads-up(s)/verdict(s) lost",
+        "1 unflagged duplicate heads-up(s)/verdict(s)",
+        "digests missing for bar",
+        "1 unflagged repeated digest(s)",
+        "2 quarantined vs 3 poison item(s) sent",
+        "1 wedged run(s)",
+        "sidecar (pid 1) RSS grew 60 MB",
+    ]
