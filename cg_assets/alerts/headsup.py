@@ -53,6 +53,11 @@ JOB = "liquidation_headsup_job"
 SENSOR = "liquidation_headsup_sensor"
 HEADSUP_RULE = "liquidation_burst"
 MAX_SEGMENTS_PER_TICK = 500
+# A heads-up or verdict that Telegram did not take (flood control, an outage) is tried again
+# by re-running the step: up to HEADSUP_RETRIES times, HEADSUP_RETRY_WAIT_S apart, each try
+# sending for up to 20 s, so about three minutes of trouble are ridden out. Late beats lost.
+HEADSUP_RETRIES = 5
+HEADSUP_RETRY_WAIT_S = 15.0
 
 
 class HeadsUpConfig(dg.Config):
@@ -70,6 +75,8 @@ class HeadsUpConfig(dg.Config):
     largest_usd: float
     received_at: int  # ms, when the sidecar received the order that crossed the limit
     rules: ConfirmRules = ConfirmRules()
+    # Between tries of a step whose message Telegram did not take (see `_retry_if_undelivered`).
+    retry_wait_s: float = HEADSUP_RETRY_WAIT_S
 
     @classmethod
     def of(cls, trigger: Trigger) -> Self:
@@ -185,6 +192,7 @@ def build_headsup_asset(settings: Settings) -> dg.AssetsDefinition:
             )
             headsup_ms = int(time.time() * 1000)
             context.log.info(f"heads-up {first.key}: {first.status} {first.reason}".strip())
+            _retry_if_undelivered(first, config)
             if first.message_id is None and not gate:
                 # Held back (an earlier burst of this coin was told moments ago), refused by
                 # Telegram or of unknown delivery: a verdict without its heads-up would confuse
@@ -211,9 +219,20 @@ def build_headsup_asset(settings: Settings) -> dg.AssetsDefinition:
                 chat_setting=chat_setting,
             )
             context.log.info(f"verdict {second.key}: {second.status} {second.reason}".strip())
+            _retry_if_undelivered(second, config)
         return _result(config, first, second, result, headsup_ms)
 
     return liquidation_alerts
+
+
+def _retry_if_undelivered(outcome: Outcome, config: HeadsUpConfig) -> None:
+    """Ask Dagster to run the step again when Telegram did not take the message for a reason
+    that may pass. A heads-up's run key fires once per coin-minute, so no later evaluation
+    would send it: without this a flood storm or an outage lost it for good. The ledger lets
+    the next try claim the `failed` row again (an `unknown` one goes out flagged as a possible
+    repeat); a heads-up already sent is not sent twice, and its verdict still follows."""
+    if outcome.worth_retrying:
+        raise dg.RetryRequested(max_retries=HEADSUP_RETRIES, seconds_to_wait=config.retry_wait_s)
 
 
 def _result(

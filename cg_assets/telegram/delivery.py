@@ -35,7 +35,8 @@ Render = Callable[[Sequence[SignalRef], Sequence[tuple[SignalRef, str]]], list[s
 @dataclass(frozen=True)
 class Outcome:
     """What `deliver` did with one alert. `skipped`: the key was already sent, in flight, or
-    given up after two sends of unknown outcome; `unknown`: sent, but no answer came."""
+    given up after two sends of unknown outcome; `unknown`: sent, but no answer came.
+    `permanent`: Telegram refused it in a way no retry mends (a bad chat, a revoked token)."""
 
     key: str
     coin: str
@@ -44,6 +45,13 @@ class Outcome:
     message_id: int | None
     text: str
     migrate_to_chat_id: int | None = None
+    permanent: bool = False
+
+    @property
+    def worth_retrying(self) -> bool:
+        """Not delivered (or not known to be) for a reason that may pass: flood control, a
+        Telegram outage, a network error. A later claim may send it (flagged if unknown)."""
+        return self.status in ("failed", "unknown") and not self.permanent
 
 
 def deliver(
@@ -133,7 +141,14 @@ def _record(
     )
     status: OutcomeStatus = "unknown" if result.unconfirmed else "failed"
     return Outcome(
-        key, coin, status, result.error, result.message_id, text, result.migrate_to_chat_id
+        key,
+        coin,
+        status,
+        result.error,
+        result.message_id,
+        text,
+        result.migrate_to_chat_id,
+        result.permanent,
     )
 
 

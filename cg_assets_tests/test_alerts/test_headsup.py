@@ -226,3 +226,30 @@ def test_a_re_executed_run_sends_the_verdict_of_a_heads_up_already_sent(
     assert "BTC</b> long cascade" in verdict.text
     records = {r.key: r.status for r in AlertLedger(ledger_path(alert_settings.data_dir)).records()}
     assert records == {f"headsup:BTC:{minute}": "sent", f"verdict:BTC:{minute}": "sent"}
+
+
+def test_a_heads_up_refused_by_a_flood_storm_is_sent_once_it_passes(
+    alert_settings: Settings, standin: TelegramServer, spool: Path
+):
+    """Found by the soak: Telegram's flood control outlasting one run's attempts left the
+    heads-up `failed` and the run successful, so nothing ever sent it (nor its verdict). The
+    step now asks Dagster to run it again after a wait, and the ledger lets it re-claim."""
+    standin.faults.update({"flood": 6, "retry_after": 1})
+    order = big_order("long")
+    defs = build_defs(alert_settings)
+    with dg.instance_for_test() as instance:
+        first = tick(defs, instance, None)
+        write_segment(spool, 0, [order, ws_event(order["time"] + 5, 1)])
+        [request] = tick(defs, instance, first.cursor).run_requests
+        config = request.run_config["ops"][ASSET]["config"]
+        run_config = {"ops": {ASSET: {"config": {**config, "retry_wait_s": 0.1}}}}
+        result = defs.resolve_job_def(JOB).execute_in_process(
+            run_config=run_config, instance=instance
+        )
+    assert result.success
+    assert standin.requests["sendMessage"] > 6  # the storm was met, and outlived one try
+    headsup, verdict = standin.wait_for_messages(2, timeout_s=10)
+    assert "BTC</b> liquidation burst" in headsup.text
+    assert verdict.reply_to == headsup.message_id
+    records = AlertLedger(ledger_path(alert_settings.data_dir)).records()
+    assert sorted(r.status for r in records) == ["sent", "sent"]
