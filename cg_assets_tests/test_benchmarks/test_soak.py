@@ -45,7 +45,11 @@ def test_three_minute_soak_loses_duplicates_and_wedges_nothing(tmp_path: Path):
     assert (events["lost"], events["duplicated"], events["unmatched"]) == (0, 0, 0), output
     bursts = figures["bursts"]
     assert len(bursts) >= 5
-    assert [b for b in bursts if not b["headsups"] or not b["verdicts"]] == [], output
+    # Only a burst planted while the sidecar had no live subscription may go without a
+    # heads-up: the heads-up reads the live stream (the gap fill stores the order later).
+    live = [b for b in bursts if not b["in_gap"]]
+    assert len(live) >= 3, output
+    assert [b for b in live if not b["headsups"] or not b["verdicts"]] == [], output
     assert [
         b
         for b in bursts

@@ -4,6 +4,7 @@ it counts lost and duplicated events, alerts and digests, RSS growth and its ver
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -17,11 +18,14 @@ from benchmarks.soak import (
     digest_key,
     event_figures,
     fault_schedule,
+    in_gaps,
     poison_schedule,
     process_role,
     rss_growth,
+    spool_gaps,
     verdict,
 )
+from ws_sidecar.spool import encode_record, gap_record, segment_name
 
 HEADSUP = "⚡ BTC liquidation burst: one order of $60.0M\nlongs liquidated (cascade?) at 10:15 UTC"
 REPEAT = "↻ Possible repeat: an earlier send of this alert may have arrived.\n"
@@ -166,3 +170,26 @@ def test_the_verdict_names_each_missed_target():
         "1 wedged run(s)",
         "sidecar (pid 1) RSS grew 60 MB",
     ]
+
+
+def test_gaps_are_read_from_the_spool_and_bursts_in_them_told_apart(tmp_path: Path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    event = {"kind": "event", "event_id": "e1", "time": 1_500, "price": 1.0}
+    lines = [encode_record(event), encode_record(gap_record(2_000, 5_000, "closed", "c1"))]
+    (spool / segment_name(0)).write_text("\n".join(lines) + "\n")
+    (spool / segment_name(1)).write_text(encode_record(gap_record(9_000, 9_500, "x", "c2")))
+    gaps = spool_gaps(spool)
+    assert gaps == [(2_000, 5_000), (9_000, 9_500)]
+    assert [in_gaps(t, gaps) for t in (900, 1_000, 4_000, 5_001, 9_500)] == [
+        False, True, True, False, True,
+    ]  # fmt: skip
+    outcomes = burst_outcomes([("BTC", 4_000), ("ETH", 7_000)], [], "$60.0M", gaps)
+    assert [o.in_gap for o in outcomes] == [True, False]
+    # A burst the live stream missed is no lost heads-up; one it carried is.
+    assert verdict(
+        event_figures(set(), [], 0, 0), outcomes[:1], DigestFigures({}, [], 0), 0, 0, 0, {}
+    ).passed
+    assert not verdict(
+        event_figures(set(), [], 0, 0), outcomes, DigestFigures({}, [], 0), 0, 0, 0, {}
+    ).passed
