@@ -25,9 +25,9 @@ last line is the verdict against the targets (0 lost, 0 unflagged duplicates, 0 
 growth < 50 MB for every product process; the simulator, a test double that keeps its feed's
 history, is shown but not judged). Exit status 1 when a target is missed.
 
-A burst planted while the sidecar had no live subscription (inside a gap it recorded, or
-within a second before one) reaches `liquidation_orders` by gap fill but is never seen live,
-and the heads-up reads only the live stream: such bursts are counted apart, not as lost.
+A burst planted while the sidecar had no live subscription reaches `liquidation_orders` by gap
+fill but never the spool, and the heads-up reads only the spool: bursts whose order is in no
+segment summary are counted apart, not as lost.
 
 "Sent" means every event the simulator's feed generated in the measured window for the
 configured coins and exchanges: what the product promises to keep, live or by REST gap fill
@@ -84,7 +84,7 @@ from cg_assets.settings import Settings
 from cg_assets.storage import Lake
 from ws_sidecar.parse import event_id
 from ws_sidecar.quarantine import QUARANTINE_FILE
-from ws_sidecar.spool import GAP_PREFIX, list_segments
+from ws_sidecar.spool import list_segments, segment_summary
 
 BURST_USD = 60_000_000
 HEADSUP_SINGLE_USD = 50_000_000
@@ -100,7 +100,6 @@ UNFINISHED = [
     dg.DagsterRunStatus.CANCELING,
 ]
 REPEAT_MARK = "↻ Possible repeat"
-GAP_MARGIN_MS = 1_000
 MINUTE_S = 60.0
 HOUR_MS = 3_600_000
 
@@ -192,7 +191,7 @@ def event_figures(
 class BurstOutcome:
     coin: str
     time_ms: int
-    in_gap: bool = False  # planted while the sidecar had no live subscription
+    live: bool = True  # the order reached the spool from the WebSocket (what heads-ups read)
     headsups: int = 0
     headsups_flagged: int = 0
     verdicts: int = 0
@@ -206,23 +205,19 @@ def headsup_matches(message: Mapping[str, Any], coin: str, minute: str, usd: str
     return head in message["plain"] and f"at {minute} UTC" in message["plain"]
 
 
-def in_gaps(time_ms: int, gaps: Iterable[tuple[int, int]], margin_ms: int = GAP_MARGIN_MS) -> bool:
-    """Whether an order stamped `time_ms` fell in one of the sidecar's recorded gaps (start,
-    end), or so shortly before one that its frame may have gone down with the connection."""
-    return any(start - margin_ms <= time_ms <= end for start, end in gaps)
-
-
 def burst_outcomes(
     bursts: Sequence[tuple[str, int]],
     messages: Sequence[Mapping[str, Any]],
     usd: str,
-    gaps: Sequence[tuple[int, int]] = (),
+    live: Iterable[tuple[str, int]] | None = None,
 ) -> list[BurstOutcome]:
-    """Per planted burst (coin, order time ms): the heads-ups and verdicts received."""
+    """Per planted burst (coin, order time ms): the heads-ups and verdicts received, and
+    whether it is among the `live` orders (all are, if None)."""
+    seen = None if live is None else set(live)
     outcomes = []
     for coin, time_ms in bursts:
         minute = datetime.fromtimestamp(time_ms / 1000, UTC).strftime("%H:%M")
-        outcome = BurstOutcome(coin, time_ms, in_gaps(time_ms, gaps))
+        outcome = BurstOutcome(coin, time_ms, seen is None or (coin, time_ms) in seen)
         heads = [m for m in messages if headsup_matches(m, coin, minute, usd)]
         ids = {m["message_id"] for m in heads}
         for m in heads:
@@ -352,7 +347,7 @@ def verdict(
         misses.append(f"{events.lost} event(s) lost")
     if events.duplicated or events.unmatched:
         misses.append(f"{events.duplicated + events.unmatched} event duplicate(s)")
-    live = [b for b in bursts if not b.in_gap]
+    live = [b for b in bursts if b.live]
     lost_alerts = sum(not b.headsups for b in live) + sum(not b.verdicts for b in live)
     if lost_alerts:
         misses.append(f"{lost_alerts} heads-up(s)/verdict(s) lost")
@@ -424,20 +419,15 @@ def dir_mb(path: Path) -> float:
     return total / 2**20
 
 
-def spool_gaps(spool_dir: Path) -> list[tuple[int, int]]:
-    """The (start, end) ms of every gap record in the spool: the windows in which the
-    sidecar had no live subscription. Found by their prefix, without parsing the events."""
-    gaps = []
-    prefix = GAP_PREFIX.encode()
+def live_orders(spool_dir: Path, min_usd: float) -> set[tuple[str, int]]:
+    """(coin, time ms) of every order of at least `min_usd` that reached the spool from the
+    WebSocket, found as the heads-up sensor finds them: in the segments' summaries."""
+    found = set()
     for segment in list_segments(spool_dir):
-        data = segment.path.read_bytes()
-        at = data.find(prefix)
-        while at >= 0:
-            end = data.find(b"\n", at)
-            record = json.loads(data[at : end if end >= 0 else len(data)])
-            gaps.append((record["start"], record["end"]))
-            at = data.find(prefix, at + 1)
-    return gaps
+        for minute in segment_summary(segment.path).coin_minutes:
+            if minute.largest["usd_value"] >= min_usd:
+                found.add((minute.coin, minute.largest["time"]))
+    return found
 
 
 def count_lines(paths: Iterable[Path]) -> int:
@@ -537,6 +527,10 @@ class Soak:
         time.sleep(5)  # the outage a service manager's restart delay makes
         start_sidecar(self.launcher, self.ports)
         self.log("sidecar restarted")
+        self.notes.append(
+            "the sidecar was restarted by the soak 5 s after its kill -9: `make demo` restarts"
+            " nothing (it stops every process when one dies)"
+        )
 
     # ------------------------------------------------------------------ measuring
 
@@ -636,6 +630,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=2000.0, help="liquidation events per second")
     parser.add_argument("--drain-minutes", type=float, default=6.0, help="drain at most this long")
     parser.add_argument("--bursts-per-20-min", type=int, default=30)
+    parser.add_argument(
+        "--burst-coins", default=None, help="coins the bursts rotate over (default: CG_SYMBOLS)"
+    )
     parser.add_argument("--ws-close-every-s", type=float, default=120.0)
     parser.add_argument("--backfill-days", type=int, default=1)
     parser.add_argument("--ingest-interval-s", type=int, default=None, help="INGEST_INTERVAL_S")
@@ -664,7 +661,11 @@ def run(args: argparse.Namespace) -> int:
     duration_s = args.minutes * 60
     schedule = sorted(
         fault_schedule(duration_s, args.ws_close_every_s)
-        + burst_schedule(duration_s, settings.symbols, args.bursts_per_20_min)
+        + burst_schedule(
+            duration_s,
+            args.burst_coins.split(",") if args.burst_coins else settings.symbols,
+            args.bursts_per_20_min,
+        )
         + poison_schedule(duration_s)
     )
     print(f"soak in {data_dir}: {args.minutes:g} min at {args.rate:g} events/s, then a drain")
@@ -739,8 +740,9 @@ class Figures:
 
     def report(self) -> str:
         e, b = self.events, self.bursts
-        live = [x for x in b if not x.in_gap]
-        gap = [x for x in b if x.in_gap]
+        live = [x for x in b if x.live]
+        gap = [x for x in b if not x.live]
+        gap_heads = sum(x.headsups > 0 for x in gap)
         heads = sum(x.headsups for x in b)
         verdicts = sum(x.verdicts for x in b)
         dup_heads = sum(unflagged_extra(x.headsups, x.headsups_flagged) for x in b)
@@ -757,8 +759,8 @@ class Figures:
             f"lost                     {e.lost:,}",
             f"duplicated               {e.duplicated:,} (one id stored twice)"
             f" + {e.unmatched:,} (stored copies matching no sent event)",
-            f"bursts planted           {len(b)}; {len(gap)} of them while the sidecar had no"
-            f" live subscription (heads-ups for those: {sum(x.headsups > 0 for x in gap)})",
+            f"bursts planted           {len(b)}; {len(gap)} never reached the spool live"
+            f" (planted during a disconnect; heads-ups for those: {gap_heads})",
             f"heads-ups delivered      {heads} for {sum(x.headsups > 0 for x in b)} bursts;"
             f" lost {sum(not x.headsups for x in live)}, unflagged duplicates {dup_heads}",
             f"verdicts delivered       {verdicts} for {sum(x.verdicts > 0 for x in b)} bursts;"
@@ -828,9 +830,9 @@ def load_and_drain(
         soak.sample_rss()
         ids, duplicated, rows = soak.stored(start_ms, end_ms)
         events = event_figures(soak.sent_ids, ids, duplicated, rows)
-        gaps = spool_gaps(soak.data_dir / "spool")
-        outcomes = burst_outcomes(soak.bursts, soak.messages(), usd, gaps)
-        owed = sum(not b.in_gap and (not b.headsups or not b.verdicts) for b in outcomes)
+        live = live_orders(soak.data_dir / "spool", HEADSUP_SINGLE_USD)
+        outcomes = burst_outcomes(soak.bursts, soak.messages(), usd, live)
+        owed = sum(b.live and (not b.headsups or not b.verdicts) for b in outcomes)
         if (not events.lost and not owed) or time.monotonic() > drain_deadline:
             break
         soak.log(f"draining: {events.lost:,} event(s) not stored yet, {owed} burst(s) owed")

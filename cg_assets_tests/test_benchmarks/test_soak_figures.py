@@ -18,16 +18,16 @@ from benchmarks.soak import (
     digest_key,
     event_figures,
     fault_schedule,
-    in_gaps,
+    live_orders,
     poison_schedule,
     process_role,
     rss_growth,
-    spool_gaps,
     verdict,
 )
-from ws_sidecar.spool import encode_record, gap_record, segment_name
+from cg_assets_tests.test_liquidations.conftest import write_segment, ws_event
 
 HEADSUP = "⚡ BTC liquidation burst: one order of $60.0M\nlongs liquidated (cascade?) at 10:15 UTC"
+T = 1_773_137_700_000
 REPEAT = "↻ Possible repeat: an earlier send of this alert may have arrived.\n"
 
 
@@ -75,6 +75,10 @@ def test_bursts_scale_with_the_duration_and_rotate_coins():
     for a, b in zip(full, full[3:], strict=False):
         assert b.at_s - a.at_s >= 60
     assert len(burst_schedule(180, ("BTC",))) == 5
+    ci = burst_schedule(180, ("BTC", "ETH", "SOL", "XRP", "DOGE"), per_20_min=45)
+    assert len(ci) == 7
+    for a, b in zip(ci, ci[5:], strict=False):
+        assert b.at_s - a.at_s >= 60
 
 
 def test_one_poison_a_minute_alternating_kinds():
@@ -172,24 +176,16 @@ def test_the_verdict_names_each_missed_target():
     ]
 
 
-def test_gaps_are_read_from_the_spool_and_bursts_in_them_told_apart(tmp_path: Path):
+def test_bursts_the_live_stream_missed_are_told_apart(tmp_path: Path):
+    """Found as the heads-up sensor finds them: in the summaries the sidecar writes."""
     spool = tmp_path / "spool"
-    spool.mkdir()
-    event = {"kind": "event", "event_id": "e1", "time": 1_500, "price": 1.0}
-    lines = [encode_record(event), encode_record(gap_record(2_000, 5_000, "closed", "c1"))]
-    (spool / segment_name(0)).write_text("\n".join(lines) + "\n")
-    (spool / segment_name(1)).write_text(encode_record(gap_record(9_000, 9_500, "x", "c2")))
-    gaps = spool_gaps(spool)
-    assert gaps == [(2_000, 5_000), (9_000, 9_500)]
-    assert [in_gaps(t, gaps) for t in (900, 1_000, 4_000, 5_001, 9_500)] == [
-        False, True, True, False, True,
-    ]  # fmt: skip
-    outcomes = burst_outcomes([("BTC", 4_000), ("ETH", 7_000)], [], "$60.0M", gaps)
-    assert [o.in_gap for o in outcomes] == [True, False]
+    big = ws_event(T, 0) | {"symbol": "BTC", "usd_value": 6e7, "event_id": "big"}
+    small = ws_event(T + 1, 1) | {"symbol": "ETH", "usd_value": 10.0}
+    write_segment(spool, 0, [big, small])
+    assert live_orders(spool, 5e7) == {("BTC", T)}
+    outcomes = burst_outcomes([("BTC", T), ("ETH", T + 1)], [], "$60.0M", live_orders(spool, 5e7))
+    assert [o.live for o in outcomes] == [True, False]
     # A burst the live stream missed is no lost heads-up; one it carried is.
-    assert verdict(
-        event_figures(set(), [], 0, 0), outcomes[:1], DigestFigures({}, [], 0), 0, 0, 0, {}
-    ).passed
-    assert not verdict(
-        event_figures(set(), [], 0, 0), outcomes, DigestFigures({}, [], 0), 0, 0, 0, {}
-    ).passed
+    nothing = event_figures(set(), [], 0, 0)
+    assert verdict(nothing, outcomes[1:], DigestFigures({}, [], 0), 0, 0, 0, {}).passed
+    assert not verdict(nothing, outcomes, DigestFigures({}, [], 0), 0, 0, 0, {}).passed
