@@ -52,11 +52,12 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,7 +82,8 @@ from cg_assets.liquidations.assets import ASSET as ORDERS
 from cg_assets.liquidations.orders import SCHEMA
 from cg_assets.market.schedules import JOB_NAME as MARKET_JOB
 from cg_assets.settings import Settings
-from cg_assets.storage import Lake
+from cg_assets.storage import IngestedRanges, Lake
+from cg_assets.storage.ingested import covers
 from ws_sidecar.parse import event_id
 from ws_sidecar.quarantine import QUARANTINE_FILE
 from ws_sidecar.spool import list_segments, segment_summary
@@ -101,6 +103,7 @@ UNFINISHED = [
 ]
 REPEAT_MARK = "↻ Possible repeat"
 MINUTE_S = 60.0
+SLOW_ACTIONS = ("kill_worker", "kill_sidecar")
 HOUR_MS = 3_600_000
 
 
@@ -430,6 +433,12 @@ def live_orders(spool_dir: Path, min_usd: float) -> set[tuple[str, int]]:
     return found
 
 
+def pending_segments(data_dir: Path) -> int:
+    """Published spool segments not yet recorded as ingested: the backlog."""
+    ranges = IngestedRanges(Lake(data_dir), ORDERS).ranges()
+    return sum(not covers(ranges, s.seq) for s in list_segments(data_dir / "spool"))
+
+
 def count_lines(paths: Iterable[Path]) -> int:
     return sum(len(p.read_bytes().splitlines()) for p in paths if p.exists())
 
@@ -486,6 +495,14 @@ class Soak:
             self.kill_sidecar()
         else:
             raise ValueError(f"unknown soak action {step.action!r}")
+
+    def try_step(self, step: Step) -> None:
+        """Do `step`; a failure becomes a note in the report, not the end of the soak."""
+        try:
+            self.do(step)
+        except (OSError, ValueError, SystemExit) as exc:  # urllib's errors are OSErrors
+            self.notes.append(f"{step.action} at {step.at_s:.0f} s failed: {exc}")
+            self.log(self.notes[-1])
 
     def kill_worker(self) -> None:
         """SIGKILL the worker of an ingestion run caught in its gap fill: a close makes the
@@ -675,10 +692,13 @@ def run(args: argparse.Namespace) -> int:
         newest = newest_day(datetime.now(UTC), settings.interval_ms)
         backfill = launch_backfill(ui, args.backfill_days, newest)
         handover = Handover(ui, backfill, newest, launcher.start_schedules)
+        # Off the schedule's thread: starting the schedules is a `dagster` CLI call that takes
+        # a minute on a loaded machine, which would delay the faults and bursts behind it.
+        threading.Thread(target=hand_over, args=(handover,), daemon=True).start()
         instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
         soak = Soak(data_dir, ports, launcher, settings, instance)
         try:
-            figures = load_and_drain(soak, schedule, duration_s, args, handover)
+            figures = load_and_drain(soak, schedule, duration_s, args)
         finally:
             instance.dispose()
     result = figures.verdict()
@@ -699,6 +719,7 @@ class Figures:
     events: EventFigures
     bursts: list[BurstOutcome]
     unplanted_headsups: int
+    backlog: int  # spool segments not ingested at the end
     digests: DigestFigures
     quarantined: int
     poison_sent: int
@@ -725,6 +746,7 @@ class Figures:
         """The figures as JSON values, for the CI soak's assertions."""
         return {
             "events": asdict(self.events),
+            "backlog": self.backlog,
             "bursts": [asdict(b) for b in self.bursts],
             "digests": asdict(self.digests),
             "quarantined": self.quarantined,
@@ -756,7 +778,8 @@ class Figures:
             f" drained {self.drained_s - self.duration_s:.0f} s ==",
             f"events sent (in scope)   {e.sent:,}",
             f"stored                   {e.stored:,}  (table rows in all: {e.rows:,})",
-            f"lost                     {e.lost:,}",
+            f"lost                     {e.lost:,}  (spool segments not ingested at the end:"
+            f" {self.backlog})",
             f"duplicated               {e.duplicated:,} (one id stored twice)"
             f" + {e.unmatched:,} (stored copies matching no sent event)",
             f"bursts planted           {len(b)}; {len(gap)} never reached the spool live"
@@ -789,12 +812,19 @@ class Figures:
         return "\n".join(lines)
 
 
+def hand_over(handover: Handover) -> None:
+    """`make demo`'s hand-over: once the backfill is done, refresh the newest day and start
+    the schedules."""
+    while not handover.done:
+        handover()
+        time.sleep(1)
+
+
 def load_and_drain(
     soak: Soak,
     schedule: list[Step],
     duration_s: float,
     args: argparse.Namespace,
-    handover: Callable[[], None],
 ) -> Figures:
     """Run the schedule, switch every fault off, drain, and measure."""
     home = soak.data_dir / "dagster_home"
@@ -805,14 +835,12 @@ def load_and_drain(
     pending = list(schedule)
     next_rss = 0.0
     while (elapsed := time.time() - soak.t0) < duration_s:
-        handover()
         while pending and pending[0].at_s <= elapsed:
             step = pending.pop(0)
-            try:
-                soak.do(step)
-            except (OSError, ValueError) as exc:  # urllib's errors are OSErrors
-                soak.notes.append(f"{step.action} at {step.at_s:.0f} s failed: {exc}")
-                soak.log(soak.notes[-1])
+            if step.action in SLOW_ACTIONS:  # minutes of waiting must not hold the rest back
+                threading.Thread(target=soak.try_step, args=(step,), daemon=True).start()
+            else:
+                soak.try_step(step)
         if elapsed >= next_rss:
             soak.sample_rss()
             next_rss = elapsed + 10
@@ -826,16 +854,19 @@ def load_and_drain(
     usd = fmt_usd(BURST_USD)
     drain_deadline = time.monotonic() + args.drain_minutes * 60
     while True:
-        handover()
         soak.sample_rss()
         ids, duplicated, rows = soak.stored(start_ms, end_ms)
         events = event_figures(soak.sent_ids, ids, duplicated, rows)
         live = live_orders(soak.data_dir / "spool", HEADSUP_SINGLE_USD)
         outcomes = burst_outcomes(soak.bursts, soak.messages(), usd, live)
         owed = sum(b.live and (not b.headsups or not b.verdicts) for b in outcomes)
+        backlog = pending_segments(soak.data_dir)
         if (not events.lost and not owed) or time.monotonic() > drain_deadline:
             break
-        soak.log(f"draining: {events.lost:,} event(s) not stored yet, {owed} burst(s) owed")
+        soak.log(
+            f"draining: {events.lost:,} event(s) not stored yet, {owed} burst(s) owed,"
+            f" {backlog} spool segment(s) not ingested yet"
+        )
         time.sleep(10)
     drained_s = time.time() - soak.t0
     messages = soak.messages()
@@ -850,6 +881,7 @@ def load_and_drain(
         drained_s=drained_s,
         events=events,
         bursts=outcomes,
+        backlog=backlog,
         unplanted_headsups=sum("liquidation burst:" in m["plain"] for m in messages)
         - sum(b.headsups for b in outcomes),
         digests=digest_figures(messages, expected),
