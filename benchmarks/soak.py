@@ -104,6 +104,7 @@ UNFINISHED = [
 REPEAT_MARK = "↻ Possible repeat"
 MINUTE_S = 60.0
 SLOW_ACTIONS = ("kill_worker", "kill_sidecar")
+PER_RUN = ("run worker", "run step")
 HOUR_MS = 3_600_000
 
 
@@ -292,12 +293,15 @@ class RssSample:
 def rss_growth(
     samples: Sequence[RssSample], settle_s: float
 ) -> dict[tuple[int, str], tuple[float, float]]:
-    """Per process (pid, role): its RSS at the first sample at least `settle_s` after it was
-    first seen (the end of its first minute) and at its last sample; processes seen for less
-    than that are left out (run workers live for seconds)."""
+    """Per long-lived process (pid, role): its RSS at the first sample at least `settle_s`
+    after it was first seen (the end of its first minute) and at its last sample. A run's own
+    processes (PER_RUN) are left out: they hold one batch and exit with their run, so their
+    size is a peak (`per_run_peak_mb`), not growth; so are processes seen for less than
+    `settle_s`."""
     by_pid: dict[tuple[int, str], list[RssSample]] = {}
     for s in samples:
-        by_pid.setdefault((s.pid, s.role), []).append(s)
+        if s.role not in PER_RUN:
+            by_pid.setdefault((s.pid, s.role), []).append(s)
     growth = {}
     for key, series in by_pid.items():
         first = series[0].at_s
@@ -305,6 +309,12 @@ def rss_growth(
         if settled and settled[-1].at_s > settled[0].at_s:
             growth[key] = (settled[0].rss_mb, settled[-1].rss_mb)
     return growth
+
+
+def per_run_peak_mb(samples: Sequence[RssSample]) -> tuple[int, float]:
+    """How many per-run processes were seen, and the largest RSS any of them had."""
+    runs = [s for s in samples if s.role in PER_RUN]
+    return len({s.pid for s in runs}), max((s.rss_mb for s in runs), default=0.0)
 
 
 def process_role(cmdline: str) -> str:
@@ -325,7 +335,7 @@ def process_role(cmdline: str) -> str:
     ):
         if needle in cmdline:
             return role
-    return "other"
+    return "other: " + " ".join(Path(part).name for part in cmdline.split()[:3])
 
 
 @dataclass(frozen=True)
@@ -728,6 +738,7 @@ class Figures:
     unfinished: list[str]
     wedged: list[str]
     growth: dict[tuple[int, str], tuple[float, float]]
+    per_run: tuple[int, float]  # per-run processes seen, their peak RSS (MB)
     storage_mb: tuple[float, float]
     notes: list[str]
 
@@ -755,6 +766,7 @@ class Figures:
             "killed": self.killed,
             "wedged": self.wedged,
             "rss_mb": [[pid, role, a, b] for (pid, role), (a, b) in self.growth.items()],
+            "per_run_rss": list(self.per_run),
             "storage_mb": list(self.storage_mb),
             "notes": self.notes,
             "verdict": asdict(self.verdict()),
@@ -804,6 +816,10 @@ class Figures:
             judged = "" if role != "simulator" else "  (test double, not judged)"
             growth = f"{start:7.1f} -> {end:7.1f}  ({end - start:+.1f})"
             lines.append(f"  {role:<12} pid {pid:<7} {growth}{judged}")
+        lines.append(
+            f"  run workers  {self.per_run[0]} processes of single runs, peak"
+            f" {self.per_run[1]:.0f} MB (not growth: each exits with its run)"
+        )
         lines.append(
             f"Dagster storage          {first:.1f} -> {last:.1f} MB in {hours * 60:.0f} min"
             f" ({(last - first) / hours:.1f} MB/h)"
@@ -899,6 +915,7 @@ def load_and_drain(
             if now - (r.start_time or r.create_timestamp.timestamp()) > args.wedged_after_s
         ],
         growth=rss_growth(soak.rss, settle_s=MINUTE_S),
+        per_run=per_run_peak_mb(soak.rss),
         storage_mb=(storage_start, dir_mb(home)),
         notes=soak.notes,
     )

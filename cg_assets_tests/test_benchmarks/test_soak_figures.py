@@ -19,6 +19,7 @@ from benchmarks.soak import (
     event_figures,
     fault_schedule,
     live_orders,
+    per_run_peak_mb,
     poison_schedule,
     process_role,
     rss_growth,
@@ -127,8 +128,13 @@ def test_rss_growth_from_the_end_of_the_first_minute():
         RssSample(600, 1, "sidecar", 95),
         RssSample(300, 2, "run worker", 200),
         RssSample(305, 2, "run worker", 210),
+        # A run's step process lives past a minute on a loaded box: a peak, not growth.
+        RssSample(300, 3, "run step", 300),
+        RssSample(400, 3, "run step", 600),
+        RssSample(500, 3, "run step", 600),
     ]
     assert rss_growth(samples, settle_s=60) == {(1, "sidecar"): (80, 95)}
+    assert per_run_peak_mb(samples) == (2, 600)
 
 
 @pytest.mark.parametrize(
@@ -145,6 +151,7 @@ def test_rss_growth_from_the_end_of_the_first_minute():
 )
 def test_process_roles(cmdline: str, role: str):
     assert process_role(cmdline) == role
+    assert process_role("/usr/bin/python3 -c pass") == "other: python3 -c pass"
 
 
 def test_the_verdict_names_each_missed_target():
