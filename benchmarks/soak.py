@@ -66,7 +66,6 @@ from typing import Any
 import dagster as dg
 import duckdb
 
-from cg_assets.alerts.messages import fmt_usd
 from cg_assets.demo import (
     Handover,
     Ports,
@@ -202,17 +201,17 @@ class BurstOutcome:
     verdicts_flagged: int = 0
 
 
-def headsup_matches(message: Mapping[str, Any], coin: str, minute: str, usd: str) -> bool:
-    """Whether `message` is the heads-up of a single `usd` order of `coin` in `minute`
-    (HH:MM UTC), a flagged repeat included."""
-    head = f"⚡ {coin} liquidation burst: one order of {usd}"
-    return head in message["plain"] and f"at {minute} UTC" in message["plain"]
+def headsup_matches(message: Mapping[str, Any], coin: str, minute: str) -> bool:
+    """Whether `message` is the heads-up of `coin` for `minute` (HH:MM UTC), a flagged repeat
+    included. A coin fires once a minute, on its first order over the limit, so a planted
+    order that shares its minute with an earlier big one is covered by that one's heads-up."""
+    plain = message["plain"]
+    return f"⚡ {coin} liquidation burst:" in plain and f"at {minute} UTC" in plain
 
 
 def burst_outcomes(
     bursts: Sequence[tuple[str, int]],
     messages: Sequence[Mapping[str, Any]],
-    usd: str,
     live: Iterable[tuple[str, int]] | None = None,
 ) -> list[BurstOutcome]:
     """Per planted burst (coin, order time ms): the heads-ups and verdicts received, and
@@ -222,7 +221,7 @@ def burst_outcomes(
     for coin, time_ms in bursts:
         minute = datetime.fromtimestamp(time_ms / 1000, UTC).strftime("%H:%M")
         outcome = BurstOutcome(coin, time_ms, seen is None or (coin, time_ms) in seen)
-        heads = [m for m in messages if headsup_matches(m, coin, minute, usd)]
+        heads = [m for m in messages if headsup_matches(m, coin, minute)]
         ids = {m["message_id"] for m in heads}
         for m in heads:
             outcome.headsups += 1
@@ -867,14 +866,13 @@ def load_and_drain(
     http(f"{soak.ports.sim_url}/_sim/ws/faults", {"answer_pings": True})
     http(f"{soak.ports.standin}/_sim/faults", {"flood": 0})
     soak.fetch_sent(end_ms)
-    usd = fmt_usd(BURST_USD)
     drain_deadline = time.monotonic() + args.drain_minutes * 60
     while True:
         soak.sample_rss()
         ids, duplicated, rows = soak.stored(start_ms, end_ms)
         events = event_figures(soak.sent_ids, ids, duplicated, rows)
         live = live_orders(soak.data_dir / "spool", HEADSUP_SINGLE_USD)
-        outcomes = burst_outcomes(soak.bursts, soak.messages(), usd, live)
+        outcomes = burst_outcomes(soak.bursts, soak.messages(), live)
         owed = sum(b.live and (not b.headsups or not b.verdicts) for b in outcomes)
         backlog = pending_segments(soak.data_dir)
         if (not events.lost and not owed) or time.monotonic() > drain_deadline:
@@ -886,6 +884,8 @@ def load_and_drain(
         time.sleep(10)
     drained_s = time.time() - soak.t0
     messages = soak.messages()
+    # Kept beside the logs, so the alert figures can be checked message by message.
+    (soak.data_dir / "telegram_messages.json").write_text(json.dumps(messages, indent=1))
     # A bar refreshed in the last 5 minutes may still have its digest on the way.
     expected = set(soak.refreshed_bars(soak.t0)) - set(soak.refreshed_bars(time.time() - 300))
     quarantine = soak.data_dir / QUARANTINE_FILE

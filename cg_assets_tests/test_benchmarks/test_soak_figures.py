@@ -96,14 +96,17 @@ def test_event_figures_count_lost_extra_and_duplicates():
 
 def test_bursts_are_matched_to_their_headsup_and_its_verdict():
     time_ms = 1_773_137_700_000  # 2026-03-10 10:15 UTC
-    assert burst_outcomes([("BTC", time_ms)], [], "$60.0M")[0].headsups == 0
+    assert burst_outcomes([("BTC", time_ms)], [])[0].headsups == 0
     messages = [
         message(HEADSUP, 1),
         message("✅ BTC cascade confirmed", 2, reply_to=1),
         message(REPEAT + HEADSUP, 3),
         message("⚡ ETH liquidation burst: one order of $60.0M at 10:15 UTC", 4),
     ]
-    [outcome] = burst_outcomes([("BTC", time_ms)], messages, "$60.0M")
+    # An earlier big order of the same coin-minute fired its heads-up: it covers the burst.
+    earlier = message("⚡ BTC liquidation burst: one order of $54.1M\nat 10:15 UTC", 5)
+    assert burst_outcomes([("BTC", time_ms)], [earlier])[0].headsups == 1
+    [outcome] = burst_outcomes([("BTC", time_ms)], messages)
     assert (outcome.headsups, outcome.headsups_flagged, outcome.verdicts) == (2, 1, 1)
 
 
@@ -190,7 +193,7 @@ def test_bursts_the_live_stream_missed_are_told_apart(tmp_path: Path):
     small = ws_event(T + 1, 1) | {"symbol": "ETH", "usd_value": 10.0}
     write_segment(spool, 0, [big, small])
     assert live_orders(spool, 5e7) == {("BTC", T)}
-    outcomes = burst_outcomes([("BTC", T), ("ETH", T + 1)], [], "$60.0M", live_orders(spool, 5e7))
+    outcomes = burst_outcomes([("BTC", T), ("ETH", T + 1)], [], live_orders(spool, 5e7))
     assert [o.live for o in outcomes] == [True, False]
     # A burst the live stream missed is no lost heads-up; one it carried is.
     nothing = event_figures(set(), [], 0, 0)
