@@ -698,8 +698,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"load average {os.getloadavg()[1]:.1f} (5 min) on {os.cpu_count()} CPUs", flush=True)
     with Launcher(env, data_dir) as launcher:
         ui = start_system(launcher, ports, ("--liq-rate", str(args.rate), "--scenario", "cascade"))
-        newest = newest_day(datetime.now(UTC), settings.interval_ms)
-        backfill = launch_backfill(ui, args.backfill_days, newest)
+        now = datetime.now(UTC)
+        newest = newest_day(now, settings.interval_ms)
+        backfill = launch_backfill(ui, args.backfill_days, newest, now.date())
         handover = Handover(ui, backfill, newest, launcher.start_schedules)
         # Off the schedule's thread: starting the schedules is a `dagster` CLI call that takes
         # a minute on a loaded machine, which would delay the faults and bursts behind it.

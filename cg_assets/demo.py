@@ -92,12 +92,18 @@ def newest_day(now: datetime, interval_ms: int) -> date:
     return datetime.fromtimestamp((ms - ms % interval_ms - interval_ms) / 1000, UTC).date()
 
 
-def launch_backfill(ui: str, days: int, newest: date) -> str:
-    """Backfill `days` days before `newest`, and `newest` itself for what no refresh brings."""
+def launch_backfill(ui: str, days: int, newest: date, today: date | None = None) -> str:
+    """Backfill `days` days before `newest`; the refresh brings `newest` of the market chain.
+
+    The liquidation-fed assets run through `today` (default `newest`), the UTC day the live
+    feed lands in: in the first bar of a UTC day the newest closed bar is yesterday's, and
+    stopping there would leave the day that holds every live order without a heatmap.
+    """
     first = (newest - timedelta(days=days)).isoformat()
+    live = max(newest, today or newest)
 
     def selector(asset: str) -> dict:
-        last = newest - timedelta(days=1) if asset in REFRESHED else newest
+        last = newest - timedelta(days=1) if asset in REFRESHED else live
         partitions = {"range": {"start": first, "end": last.isoformat()}}
         return {
             "assetKey": {"path": [asset]},
@@ -286,8 +292,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"simulator      {ports.sim_url}  scenario {args.scenario}  (log: simulator.log)")
         print(f"telegram       {ports.standin}  (stand-in; messages appear below)")
         print(f"ws_sidecar     {ports.health}/health/ready  {ports.health}/metrics")
-        newest = newest_day(datetime.now(UTC), Settings.from_env(env).interval_ms)
-        backfill_id = launch_backfill(ui, args.backfill_days, newest)
+        now = datetime.now(UTC)
+        newest = newest_day(now, Settings.from_env(env).interval_ms)
+        backfill_id = launch_backfill(ui, args.backfill_days, newest, now.date())
         print(f"backfill       {backfill_id}: {args.backfill_days} days before {newest}")
         print("sensors        running: automation, spool, heads-up, health, ops")
         print(f"schedules      start once {newest} is refreshed, after the backfill")

@@ -24,7 +24,9 @@ def test_the_newest_day_is_the_day_of_the_last_closed_bar(moment: str, day: str)
     assert demo.newest_day(now, HOUR_MS) == date.fromisoformat(day)
 
 
-def backfill_params(monkeypatch: pytest.MonkeyPatch, days: int) -> dict[str, object]:
+def backfill_params(
+    monkeypatch: pytest.MonkeyPatch, days: int, today: date | None = None
+) -> dict[str, object]:
     sent: list[dict] = []
 
     def graphql(ui: str, query: str, variables: dict) -> dict:
@@ -39,7 +41,7 @@ def backfill_params(monkeypatch: pytest.MonkeyPatch, days: int) -> dict[str, obj
         }
 
     monkeypatch.setattr(demo, "graphql", graphql)
-    assert demo.launch_backfill("http://ui", days, date(2026, 3, 10)) == "b1"
+    assert demo.launch_backfill("http://ui", days, date(2026, 3, 10), today) == "b1"
     [params] = sent
     return {
         s["assetKey"]["path"][0]: s["partitions"] and s["partitions"]["range"]
@@ -67,3 +69,18 @@ def test_without_history_days_only_the_newest_day_is_backfilled(
     ranges = backfill_params(monkeypatch, 0)
     assert not demo.REFRESHED & set(ranges)
     assert ranges["liquidation_heatmap"] == {"start": "2026-03-10", "end": "2026-03-10"}
+
+
+def test_in_the_first_bar_of_a_day_the_live_assets_run_through_today(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """At 00:30 UTC the newest closed bar is yesterday's, but the live orders land today: the
+    liquidation-fed assets must include today, the market chain stays with the refresh."""
+    now = datetime(2026, 3, 11, 0, 30, tzinfo=UTC)
+    newest = demo.newest_day(now, HOUR_MS)
+    assert newest == date(2026, 3, 10)
+    ranges = backfill_params(monkeypatch, 2, now.date())
+    for name in ("liquidation_orders", "liquidation_heatmap", "composite_heatmap"):
+        assert ranges[name] == {"start": "2026-03-08", "end": "2026-03-11"}, name
+    for name in demo.REFRESHED:
+        assert ranges[name] == {"start": "2026-03-08", "end": "2026-03-09"}, name

@@ -24,6 +24,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -202,8 +203,16 @@ def test_the_full_loop_from_the_wire_to_telegram(system: System):
     assert "cascade" in found["headsup"]["plain"] or "squeeze" in found["headsup"]["plain"]
     assert found["confirmed"]["plain"].startswith("✅")
     # The backfilled days and the refreshed newest day, whose signals came by automation.
-    for asset in ("price_ohlc", "liquidation_heatmap", "composite_heatmap", "signals"):
-        assert len(system.parquet_days(asset)) == 3, asset
+    market = {p.parent.name for p in system.parquet_days("price_ohlc")}
+    assert len(market) == 3, market
+    assert {p.parent.name for p in system.parquet_days("signals")} == market
+    # The heatmaps also cover the day the live orders land in, which in the first bar of a UTC
+    # day is the day after the newest closed bar's.
+    today = f"date={datetime.now(UTC).date().isoformat()}"
+    for asset in ("liquidation_heatmap", "composite_heatmap"):
+        days = {p.parent.name for p in system.parquet_days(asset)}
+        assert market <= days, asset
+        assert days - market <= {today}, asset
 
 
 def test_the_digest_follows_the_market_refresh_without_a_clock(system: System):
@@ -250,7 +259,18 @@ def test_the_digest_follows_the_market_refresh_without_a_clock(system: System):
         assert run["tags"].get("dagster/sensor_name") == AUTOMATION, run["tags"]
         assert run["tags"].get("dagster/from_automation_condition") == "true", run["tags"]
         if asset != "telegram_alerts":
-            assert run["tags"]["dagster/partition"] == day, run["tags"]
+            assert run_partitions(run["tags"]) == (day, day), run["tags"]
+
+
+def run_partitions(tags: dict[str, str]) -> tuple[str, str] | None:
+    """The first and last partition a run covers: one tag for a single-partition run; a range
+    when automation requested several assets' partitions in one tick (Dagster then launches
+    them as a backfill, one range per run)."""
+    if "dagster/partition" in tags:
+        return tags["dagster/partition"], tags["dagster/partition"]
+    first = tags.get("dagster/asset_partition_range_start")
+    last = tags.get("dagster/asset_partition_range_end")
+    return (first, last) if first and last else None
 
 
 def test_the_ui_shows_the_intended_lineage(system: System):
