@@ -145,7 +145,10 @@ def topology(
     sim, standin = f"http://127.0.0.1:{ports['sim']}", f"http://127.0.0.1:{ports['telegram']}"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("CG_", "TELEGRAM_"))}
     with mock.patch.dict(os.environ, base, clear=True):
-        env = demo.simulator_env(data_dir, sim, ports["ws"], ports["sidecar"], standin)
+        system_ports = demo.Ports(
+            sim=ports["sim"], ws=ports["ws"], telegram=ports["telegram"], sidecar=ports["sidecar"]
+        )
+        env = demo.simulator_env(data_dir, system_ports)
     env.update(postgres_env(create_database(postgres_server)))
     env.update(
         DAGSTER_HOME=str(home),
