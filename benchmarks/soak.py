@@ -569,7 +569,8 @@ class Soak:
 
     def fetch_sent(self, until_ms: int) -> None:
         """Event ids the feed generated in scope from the last fetch to `until_ms`, a minute
-        at a time (the feed keeps only its newest two million events)."""
+        at a time (the feed keeps only its newest two million events); a window is taken as
+        far as the simulator says it is complete, and the rest asked again."""
         while self.fetched_to_ms < until_ms:
             end = min(self.fetched_to_ms + 60_000, until_ms)
             params = urllib.parse.urlencode(
@@ -593,7 +594,7 @@ class Soak:
                     strict=True,
                 )
             )
-            self.fetched_to_ms = end
+            self.fetched_to_ms = columns["end_ms"]
 
     def stored(self, start_ms: int, end_ms: int) -> tuple[list[str], int, int]:
         """The event ids stored for the window and scope, the table's duplicate rows (beyond

@@ -10,7 +10,10 @@ because each digest's ledger key is (coin, bar).
 It also pays what earlier evaluations owe: a digest that was claimed but never confirmed sent
 (the run died or was interrupted, Telegram failed or did not answer) is sent again, before the
 newest bar's, for `stale_after_bars` bars after it was first decided, and judged fresh or
-stale as of that first decision, since only its delivery was late.
+stale as of that first decision, since only its delivery was late. When Telegram refuses a
+digest for a reason that may pass (flood control, an outage), the step first asks Dagster to
+run it again a few times, seconds apart (`DigestConfig`): the next evaluation could be an hour
+away, and a digest owed since the bar closed is worth more now than then.
 
 Input completeness: a digest for bar T goes out only once every market input has its row for
 T (the snapshot's `absent_inputs` is empty), or once `INPUTS_DEADLINE` after T closed has
@@ -75,6 +78,19 @@ PREVIEW_CHARS = 1500
 # if the late input never lands.
 INPUTS_DEADLINE = timedelta(minutes=30)
 RECHECK_CRON = "37 * * * *"
+# A digest (or all clear) Telegram did not take is tried again by re-running the step, up to
+# DIGEST_RETRIES times DIGEST_RETRY_WAIT_S apart (about two minutes of flood control or outage
+# with each try's own attempts); after that it is owed to the next evaluations.
+DIGEST_RETRIES = 5
+DIGEST_RETRY_WAIT_S = 15.0
+
+
+class DigestConfig(dg.Config):
+    """How the step rides out a Telegram that refuses for a while (see the module docstring)."""
+
+    retries: int = DIGEST_RETRIES
+    retry_wait_s: float = DIGEST_RETRY_WAIT_S
+
 
 # The newest evaluated bar of each configured coin within the days read, and the bars named in
 # $owed ("symbol@epoch ms") whose digests an earlier evaluation did not deliver; oldest first.
@@ -241,7 +257,10 @@ def build_alert_assets(
         ],
     )
     def telegram_alerts(
-        context: dg.AssetExecutionContext, telegram: TelegramResource, lake: LakeResource
+        context: dg.AssetExecutionContext,
+        config: DigestConfig,
+        telegram: TelegramResource,
+        lake: LakeResource,
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         now = datetime.fromtimestamp(clock(), UTC)
         ledger = telegram.ledger(lake.lake.data_dir, clock)
@@ -318,6 +337,7 @@ def build_alert_assets(
             ]
         for outcome in cleared:
             context.log.info(f"{outcome.key}: {outcome.status} {outcome.reason}".strip())
+        _retry_if_undelivered(context, config, [*outcomes, *cleared])
         today = ledger.records(since=day_start(now).timestamp())
         yield dg.MaterializeResult(
             metadata=_metadata(evaluations, outcomes, held, ledger, list(owed), cleared, today)
@@ -331,6 +351,24 @@ def build_alert_assets(
         )
 
     return telegram_alerts
+
+
+def _retry_if_undelivered(
+    context: dg.AssetExecutionContext, config: DigestConfig, outcomes: Sequence[Outcome]
+) -> None:
+    """Ask Dagster to run the step again while a message Telegram refused may still go out
+    soon. Found by the soak: a 429 storm outlasting one try left the newest bar's digests
+    `failed` in a successful run, and nothing evaluated them again until the hourly recheck.
+    The retry re-claims the `failed` rows (an `unknown` one goes out flagged as a possible
+    repeat); what was sent is not sent again. On the last try the run succeeds with the
+    check failed, and the digest stays owed to the next evaluations."""
+    refused = [o.key for o in outcomes if o.worth_retrying]
+    if refused and context.retry_number < config.retries:
+        context.log.warning(
+            f"Telegram did not take {', '.join(refused)}; trying again in"
+            f" {config.retry_wait_s:g} s (try {context.retry_number + 1} of {config.retries + 1})"
+        )
+        raise dg.RetryRequested(max_retries=config.retries, seconds_to_wait=config.retry_wait_s)
 
 
 def _deliver(

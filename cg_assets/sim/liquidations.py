@@ -154,6 +154,12 @@ class LiquidationFeed:
         return self.names.instruments
 
     @property
+    def generated_to_ms(self) -> int:
+        """Every event with a time at or before this is generated: a later `advance()` only
+        adds events after it."""
+        return self._last_ms
+
+    @property
     def last_seq(self) -> int:
         """Seq of the newest event generated so far (-1 before the first)."""
         return self._next_seq - 1

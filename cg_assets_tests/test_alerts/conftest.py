@@ -12,7 +12,7 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from cg_assets.alerts.assets import build_alert_assets
+from cg_assets.alerts.assets import ASSET, build_alert_assets
 from cg_assets.resources import LakeResource
 from cg_assets.resources.telegram import TelegramResource
 from cg_assets.settings import Settings
@@ -158,12 +158,16 @@ def run_alerts(
     telegram: TelegramResource,
     clock: Clock,
     instance: dg.DagsterInstance,
+    **config: float,
 ) -> dg.ExecuteInProcessResult:
+    """One run of `telegram_alerts`; `config` overrides its DigestConfig (retries a tenth of a
+    second apart by default, so a test never waits the production 15 s)."""
     return dg.materialize(
         [build_alert_assets(settings, clock)],
         resources={"telegram": telegram, "lake": LakeResource.at(settings.data_dir)},
         instance=instance,
         raise_on_error=False,
+        run_config={"ops": {ASSET: {"config": {"retry_wait_s": 0.1, **config}}}},
     )
 
 

@@ -353,12 +353,16 @@ def test_a_digest_telegram_could_not_take_is_sent_by_the_next_evaluations(
     digest still undelivered after `stale_after_bars` bars is no longer retried."""
     write_bar(lake, BAR, {"BTC": [FUNDING], "ETH": [OI]})
     telegram.faults.update({"server_error": 100})
-    down = metadata(run_alerts(settings, resource(telegram, max_attempts=2), clock, instance))
+    down = metadata(
+        run_alerts(settings, resource(telegram, max_attempts=2), clock, instance, retries=0)
+    )
     assert (down["failed"], down["sent"]) == (2, 0)
     telegram.faults.update({"server_error": 1})  # BTC's retry fails once more, ETH's goes out
     clock.advance(60)
     write_bar(lake, BAR + timedelta(hours=1), {"BTC": [], "ETH": []})
-    back = metadata(run_alerts(settings, resource(telegram, max_attempts=1), clock, instance))
+    back = metadata(
+        run_alerts(settings, resource(telegram, max_attempts=1), clock, instance, retries=0)
+    )
     assert back["owed"] == ["digest:BTC:2026-03-01T11:00Z", "digest:ETH:2026-03-01T11:00Z"]
     assert (back["sent"], back["failed"]) == (1, 1)
     [eth] = telegram.messages()
@@ -367,6 +371,44 @@ def test_a_digest_telegram_could_not_take_is_sent_by_the_next_evaluations(
     late = metadata(run_alerts(settings, resource(telegram), clock, instance))
     assert (late["owed"], late["sent"]) == ([], 0)
     assert ledger(settings).get("digest:BTC:2026-03-01T11:00Z").status == "failed"
+
+
+def test_a_digest_refused_by_a_flood_storm_is_sent_by_a_retry_of_the_step(
+    settings, lake, telegram, clock, instance
+):
+    """Found by the soak: Telegram's flood control outlasting one try's attempts left the
+    newest bar's digest `failed` in a successful run, and nothing evaluated it again before
+    the hourly recheck. The step now re-runs itself, and the retry re-claims the digest."""
+    write_bar(lake, BAR, {"BTC": [FUNDING]})
+    telegram.faults.update({"flood": 3, "retry_after": 1})
+    result = run_alerts(settings, resource(telegram, max_attempts=2), clock, instance)
+    assert result.success
+    assert telegram.requests["sendMessage"] == 4  # two tries refused, then the one that went
+    [digest] = telegram.messages()
+    assert digest.plain.startswith("🔴 BTC · 1 HIGH")
+    assert (metadata(result)["sent"], metadata(result)["failed"]) == (1, 0)
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed
+    retried = [
+        e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+    ]
+    assert len(retried) == 1
+    assert ledger(settings).get("digest:BTC:2026-03-01T11:00Z").status == "sent"
+
+
+def test_after_its_last_retry_a_refused_digest_stays_owed_and_the_run_succeeds(
+    settings, lake, telegram, clock, instance
+):
+    write_bar(lake, BAR, {"BTC": [FUNDING]})
+    telegram.faults.update({"flood": 100, "retry_after": 1})
+    result = run_alerts(settings, resource(telegram, max_attempts=1), clock, instance, retries=2)
+    assert result.success
+    assert telegram.requests["sendMessage"] == 3  # the first try and two retries, one each
+    assert metadata(result)["failed"] == 1
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed
+    [owed] = ledger(settings).undelivered("digest:", clock() - 3600)
+    assert owed.key == "digest:BTC:2026-03-01T11:00Z"
 
 
 @pytest.mark.parametrize(

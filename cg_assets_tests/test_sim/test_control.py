@@ -11,8 +11,9 @@ import pytest
 import requests
 
 from cg_assets.sim import LiquidationFeed, SimulatorServer, TelegramServer, WsSimulator
+from cg_assets.sim.rest import feed_events
 from cg_assets.sim.ws import POISON_KINDS, poison_item
-from cg_assets_tests.test_sim.conftest import Clock, until, ws_connect
+from cg_assets_tests.test_sim.conftest import NOW_MS, Clock, until, ws_connect
 from cg_assets_tests.test_sim.test_telegram import CHAT, TOKEN, error, send
 from ws_sidecar.parse import InvalidItem, normalize_ws_item
 
@@ -103,6 +104,28 @@ def test_feed_events_route_lists_a_windows_events_with_filters(rest, live_feed):
     bad = requests.get(f"{rest.base_url}/_sim/feed/events", params={"start_ms": "x"}, timeout=10)
     assert bad.status_code == 400
     assert "start_ms" in bad.json()["error"]
+
+
+def test_feed_events_answer_a_window_only_as_far_as_it_is_complete(sim_market):
+    """Found by the soak: the feed generates on its pushes, so a window asked a moment after
+    the last push lacked the events the next push then stamped inside it. The route brings
+    the feed up to now first, and says how far the window it answered is complete."""
+    clock = Clock(NOW_MS)
+    feed = LiquidationFeed(sim_market, rate_per_s=2_000, clock=clock)
+    clock.now += 10_000
+    feed.advance()
+    clock.now += 500  # no push since: the last 500 ms are not generated yet
+    start, asked = NOW_MS, NOW_MS + 10_400
+    answer = feed_events(feed, {"start_ms": str(start), "end_ms": str(asked)})
+    assert answer["end_ms"] == asked
+    clock.now += 60_000
+    feed.advance()  # later pushes add nothing inside the window answered
+    later = feed_events(feed, {"start_ms": str(start), "end_ms": str(asked)})
+    assert len(later["time"]) > 20_000
+    assert answer == later
+    assert max(answer["time"]) > NOW_MS + 10_000  # the part that was not generated when asked
+    ahead = feed_events(feed, {"start_ms": str(start), "end_ms": str(clock.now + 5_000)})
+    assert ahead["end_ms"] == clock.now + 1  # the future is not complete
 
 
 def test_telegram_outage_answers_502_until_it_ends():
