@@ -24,6 +24,13 @@ because a lost alert costs more than a repeated one, but flagged as a possible r
 reaches the chat more than twice. `resend_unknown=False` (a send that is itself the repeat)
 allows no such resend. `read_timeout_s` is generous to keep the window small.
 
+Stopping (a terminated run's SIGTERM, Ctrl-C): while a send runs, what the SIGINT or SIGTERM
+handler raises (Dagster's raises `DagsterExecutionInterruptedError`) cancels the send and is
+raised once the event loop has returned. Raised inside the loop, it could land in an asyncio
+callback, such as a socket write, that turns any exception but SystemExit and KeyboardInterrupt
+into a connection error: PTB then retried, the message went out and the run ended as a
+success, its termination lost (seen in CI).
+
 The token never leaves this module: errors are our own words with the token redacted, and a
 logging filter on the `httpx` and `telegram` loggers (which print request URLs, and URLs
 contain the token) redacts it while a sender is open.
@@ -34,9 +41,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import signal
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from types import FrameType
 
 import httpx
 from telegram import Bot, LinkPreviewOptions, ReplyParameters
@@ -60,6 +70,8 @@ from cg_assets.telegram.markup import flag_repeat
 REDACTED = "<redacted>"
 # Loggers that print request URLs (and so the token) at INFO/DEBUG.
 _URL_LOGGERS = ("httpx", "telegram.Bot", "telegram.request")
+# What stops a run or a process; deferred out of the event loop while a send runs.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -193,9 +205,10 @@ class TelegramSender:
         messages = [parts] if isinstance(parts, str) else list(parts)
         if not messages:
             raise ValueError("nothing to send")
-        return self._runner.run(
-            self._send(chat_id, messages, reply_to, chat_setting, resend_unknown)
-        )
+        with _stops_cancel(self._runner.get_loop()):
+            return self._runner.run(
+                self._send(chat_id, messages, reply_to, chat_setting, resend_unknown)
+            )
 
     async def _send(
         self,
@@ -331,6 +344,52 @@ class TelegramSender:
         if isinstance(exc, NetworkError):
             return backoff, f"network error: {self.redact(exc.message)}"
         return backoff, f"Telegram error: {self.redact(exc.message)}"
+
+
+@contextlib.contextmanager
+def _stops_cancel(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """While the block runs `loop`, a stop signal's handler runs as usual, but what it raises
+    (or the default action of a signal without a handler) is held: the loop's tasks are
+    cancelled, and it is raised (taken) once the block has left the loop. A handler that only
+    takes note stops nothing. Signal handlers belong to the main thread; elsewhere the block
+    runs unguarded."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    raised: list[BaseException] = []
+    defaulted: list[int] = []
+    previous = {stop: signal.getsignal(stop) for stop in _STOP_SIGNALS}
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        handler = previous[signum]
+        if handler == signal.SIG_IGN or handler is None:
+            return
+        if callable(handler):
+            try:
+                handler(signum, frame)
+                return
+            except BaseException as exc:  # held, and raised once out of the loop
+                raised.append(exc)
+        else:
+            defaulted.append(signum)
+        loop.call_soon_threadsafe(_cancel_tasks, loop)
+
+    for stop in _STOP_SIGNALS:
+        signal.signal(stop, on_stop)
+    try:
+        yield
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, signal.SIG_DFL if handler is None else handler)
+        if raised:
+            raise raised[0]
+        for signum in defaulted:
+            signal.raise_signal(signum)
+
+
+def _cancel_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    for task in asyncio.all_tasks(loop):
+        task.cancel()
 
 
 def maybe_delivered(exc: TelegramError) -> bool:

@@ -6,10 +6,14 @@ real), so flood control is asserted by the seconds asked for, not by wall time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 import dagster as dg
 import pytest
@@ -375,6 +379,61 @@ def test_deliver_records_two_sends_without_answer_as_unknown_and_stops(telegram,
     )
     assert len(telegram.wait_for_messages(2)) == 2
     assert telegram.requests["sendMessage"] == 2
+
+
+class Stopped(BaseException):
+    """What a run's SIGTERM handler raises (Dagster's raises DagsterExecutionInterruptedError)."""
+
+
+@pytest.fixture
+def stop_handler() -> Iterator[None]:
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise Stopped
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.usefixtures("stop_handler")
+def test_a_stop_landing_inside_an_event_loop_callback_stops_the_send(telegram):
+    """Seen in CI: a run's SIGTERM landed while asyncio was writing to the socket, in a
+    callback that turns any exception but SystemExit and KeyboardInterrupt into a connection
+    error; PTB retried, the message went out, and the run's termination was lost. Here the
+    signal arrives from a loop callback during flood control's wait: the send must stop
+    there, with the handler's exception, and not try again."""
+
+    async def wait_and_get_stopped(seconds: float) -> None:
+        asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(0.2)
+
+    telegram.faults.update({"flood": 1, "retry_after": 1})
+    with (
+        pytest.raises(Stopped),
+        TelegramSender(TOKEN, telegram.base_url, sleep=wait_and_get_stopped) as s,
+    ):
+        s.send(CHAT, "<b>BTC</b>")
+    assert telegram.requests["sendMessage"] == 1
+    assert telegram.messages() == []
+    assert signal.getsignal(signal.SIGTERM).__name__ == "on_sigterm"  # given back
+
+
+@pytest.mark.usefixtures("stop_handler")
+def test_a_stop_handler_that_raises_nothing_lets_the_send_finish(telegram):
+    noted: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: noted.append(signum))
+
+    async def wait_and_get_signalled(seconds: float) -> None:
+        asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
+        await asyncio.sleep(0.2)
+
+    telegram.faults.update({"flood": 1, "retry_after": 1})
+    with TelegramSender(TOKEN, telegram.base_url, sleep=wait_and_get_signalled) as s:
+        result = s.send(CHAT, "<b>BTC</b>")
+    assert (result.ok, result.attempts, noted) == (True, 2, [signal.SIGTERM])
+    assert [m.text for m in telegram.messages()] == ["<b>BTC</b>"]
 
 
 class Interrupting:
