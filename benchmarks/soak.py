@@ -26,8 +26,10 @@ growth < 50 MB for every product process; the simulator, a test double that keep
 history, is shown but not judged). Exit status 1 when a target is missed.
 
 A burst planted while the sidecar had no live subscription reaches `liquidation_orders` by gap
-fill but never the spool, and the heads-up reads only the spool: bursts whose order is in no
-segment summary are counted apart, not as lost.
+fill, never the spool. The heads-up sensor learns of it from the ingestion run that filled the
+gap and warns late, but only while the order's minute is among the last three (older bursts
+are history, as for the live stream), so such bursts are counted apart: their late heads-ups
+are shown, none is owed.
 
 "Sent" means every event the simulator's feed generated in the measured window for the
 configured coins and exchanges: what the product promises to keep, live or by REST gap fill
@@ -796,7 +798,7 @@ class Figures:
             f"duplicated               {e.duplicated:,} (one id stored twice)"
             f" + {e.unmatched:,} (stored copies matching no sent event)",
             f"bursts planted           {len(b)}; {len(gap)} never reached the spool live"
-            f" (planted during a disconnect; heads-ups for those: {gap_heads})",
+            f" (planted during a disconnect; late heads-ups from gap fill: {gap_heads})",
             f"heads-ups delivered      {heads} for {sum(x.headsups > 0 for x in b)} bursts;"
             f" lost {sum(not x.headsups for x in live)}, unflagged duplicates {dup_heads}",
             f"verdicts delivered       {verdicts} for {sum(x.verdicts > 0 for x in b)} bursts;"

@@ -3,7 +3,10 @@
 `liquidation_headsup_sensor` reads the summaries of the spool segments the sidecar publishes
 (the same files `liquidation_orders` ingests, so no extra connection; a summary rather than
 every event, so a tick stays cheap at any event rate) and finds bursts with
-`liquidations.triggers`. Each burst launches one run of `liquidation_alerts` (run key = coin and
+`liquidations.triggers`; it also reads, from each new `liquidation_orders` materialization,
+the recent coin-minutes of orders that only REST gap fill found (the stream was down), so a
+burst the stream missed still warns, a minute or two late and marked so. Each burst launches
+one run of `liquidation_alerts` (run key = coin and
 minute, so a burst launches once, across daemon restarts too). The run sends a short heads-up
 at once, then asks CoinGlass for the latest bars of the coin's taker flow, open interest,
 funding and aggregated liquidations, and replies to the heads-up with the confirmed alert or
@@ -14,9 +17,11 @@ metadata, retries), and the REST confirmation would not fit a sensor tick. The p
 run's start-up, about 3–4 s on top of the sensor's 5 s tick (see benchmarks/alert_latency.py).
 """
 
+import json
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Self
 
@@ -33,7 +38,7 @@ from cg_assets.alerts.confirm import (
 from cg_assets.alerts.messages import FOOTER, fmt_price, fmt_usd
 from cg_assets.coinglass.plans import interval_ms
 from cg_assets.liquidations.assets import ASSET as ORDERS
-from cg_assets.liquidations.assets import spool_dir
+from cg_assets.liquidations.assets import LATE_MINUTES, spool_dir
 from cg_assets.liquidations.triggers import Trigger, TriggerState, TriggerThresholds, find_triggers
 from cg_assets.market.fetch import fetch_by_asset, plan_requests, rows_to_table
 from cg_assets.resources import COINGLASS_POOL, CoinGlassResource, TelegramResource
@@ -42,6 +47,7 @@ from cg_assets.telegram.delivery import Outcome, deliver
 from cg_assets.telegram.ledger import SignalRef
 from cg_assets.telegram.markup import escape
 from ws_sidecar.spool import list_segments, segment_summary
+from ws_sidecar.summary import CoinMinute, parse_summary
 
 if TYPE_CHECKING:
     from dagster._core.definitions.unresolved_asset_job_definition import (
@@ -53,6 +59,7 @@ JOB = "liquidation_headsup_job"
 SENSOR = "liquidation_headsup_sensor"
 HEADSUP_RULE = "liquidation_burst"
 MAX_SEGMENTS_PER_TICK = 500
+MAX_ORDERS_EVENTS_PER_TICK = 200
 # A heads-up or verdict that Telegram did not take (flood control, an outage) is tried again
 # by re-running the step: up to HEADSUP_RETRIES times, HEADSUP_RETRY_WAIT_S apart, each try
 # sending for up to 20 s, so about three minutes of trouble are ridden out. Late beats lost.
@@ -74,6 +81,7 @@ class HeadsUpConfig(dg.Config):
     largest_price: float
     largest_usd: float
     received_at: int  # ms, when the sidecar received the order that crossed the limit
+    gap_filled: bool = False  # the stream missed the burst; REST gap fill found it, late
     rules: ConfirmRules = ConfirmRules()
     # Between tries of a step whose message Telegram did not take (see `_retry_if_undelivered`).
     retry_wait_s: float = HEADSUP_RETRY_WAIT_S
@@ -93,6 +101,7 @@ class HeadsUpConfig(dg.Config):
             largest_price=float(largest["price"]),
             largest_usd=float(largest["usd_value"]),
             received_at=trigger.received_at,
+            gap_filled=trigger.gap_filled,
         )
 
     @property
@@ -117,6 +126,11 @@ def headsup_text(burst: HeadsUpConfig) -> str:
             f"{escape(burst.side)}s liquidated ({escape(burst.story)}?) at {minute:%H:%M} UTC",
             f"largest {escape(fmt_usd(burst.largest_usd))} on {escape(burst.largest_exchange)}"
             f" {escape(burst.largest_pair)} @ {escape(fmt_price(burst.largest_price))}",
+            *(
+                ["<i>seen late: the live stream was down, found by REST gap fill</i>"]
+                if burst.gap_filled
+                else []
+            ),
             "<i>checking funding, open interest, taker flow…</i>",
         ]
     )
@@ -286,26 +300,32 @@ def build_headsup_sensor(
         if context.cursor is None:
             # Start at the spool's end: bursts from before the sensor existed are history.
             state.seq = segments[-1].seq if segments else -1
+            latest = context.instance.fetch_materializations(dg.AssetKey(ORDERS), limit=1)
+            state.orders_event = latest.records[0].storage_id if latest.records else 0
             return dg.SensorResult(
                 cursor=state.to_cursor(), skip_reason="starting at the spool's end"
             )
-        if not segments:
-            return dg.SkipReason(f"no spool segment after #{state.seq}")
+        late = gap_filled(context.instance, state)
+        if not segments and not late:
+            return dg.SensorResult(
+                cursor=state.to_cursor(),
+                skip_reason=f"no spool segment after #{state.seq}, no gap-filled order",
+            )
         segments = segments[:MAX_SEGMENTS_PER_TICK]
         summaries = [segment_summary(s.path) for s in segments]
-        scan = find_triggers(
-            (cm for summary in summaries for cm in summary.coin_minutes),
-            state,
-            thresholds,
-            now_ms=int(time.time() * 1000),
+        now_ms = int(time.time() * 1000)
+        live = find_triggers(
+            (cm for summary in summaries for cm in summary.coin_minutes), state, thresholds, now_ms
         )
-        triggers = scan.triggers
-        state.seq = segments[-1].seq
+        filled = find_triggers(late, state, thresholds, now_ms)
+        triggers = live.triggers + [replace(t, gap_filled=True) for t in filled.triggers]
+        if segments:
+            state.seq = segments[-1].seq
         skipped = sum(summary.skipped for summary in summaries)
-        if skipped or scan.future:
+        if skipped or live.future or filled.future:
             context.log.warning(
-                f"segments {segments[0].seq}..{state.seq}: ignored {skipped} unusable record(s)"
-                f" and {scan.future} coin-minute(s) stamped after the sensor's clock"
+                f"ignored {skipped} unusable spool record(s) and {live.future + filled.future}"
+                " coin-minute(s) stamped after the sensor's clock"
             )
         requests = [
             dg.RunRequest(
@@ -317,10 +337,35 @@ def build_headsup_sensor(
             for t in triggers
         ]
         for t in triggers:
-            context.log.info(f"{t.coin}: {t.kind} burst ${t.usd:,.0f} at minute {t.minute}")
+            late_note = " (found by gap fill)" if t.gap_filled else ""
+            context.log.info(
+                f"{t.coin}: {t.kind} burst ${t.usd:,.0f} at minute {t.minute}{late_note}"
+            )
         return dg.SensorResult(run_requests=requests, cursor=state.to_cursor())
 
     return liquidation_headsup_sensor
+
+
+def gap_filled(instance: dg.DagsterInstance, state: TriggerState) -> list[CoinMinute]:
+    """The recent coin-minutes of gap-filled orders recorded by the `liquidation_orders`
+    materializations after the cursor's, which moves past them. A run over several days
+    materializes each with the same metadata: one of them is read per run."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(ORDERS), after_storage_id=state.orders_event),
+        limit=MAX_ORDERS_EVENTS_PER_TICK,
+        ascending=True,
+    ).records
+    runs: set[str] = set()
+    minutes: list[CoinMinute] = []
+    for record in records:
+        state.orders_event = record.storage_id
+        materialization = record.asset_materialization
+        value = materialization.metadata.get(LATE_MINUTES) if materialization else None
+        if value is None or record.run_id in runs:
+            continue
+        runs.add(record.run_id)
+        minutes += parse_summary(json.dumps(value.value)).coin_minutes
+    return minutes
 
 
 def thresholds_from_env(environ: Mapping[str, str]) -> TriggerThresholds:

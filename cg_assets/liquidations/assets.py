@@ -30,6 +30,7 @@ from cg_assets.coinglass.plans import Plan
 from cg_assets.liquidations.batches import pending, take_batch, watermark
 from cg_assets.liquidations.gapfill import GapReport, fetch_orders, fillable
 from cg_assets.liquidations.orders import COLUMNS, SCHEMA, events_to_table, merge
+from cg_assets.liquidations.triggers import gap_filled_minutes
 from cg_assets.partitions import daily_partitions, days_between, to_ms
 from cg_assets.resources import COINGLASS_POOL, CoinGlassResource, LakeResource
 from cg_assets.settings import Settings
@@ -51,6 +52,8 @@ from ws_sidecar.store import open_store
 
 ASSET = "liquidation_orders"
 GROUP = "liquidations"
+# Materialization metadata: the recent coin-minutes of gap-filled orders (a segment summary).
+LATE_MINUTES = "gap_filled_minutes"
 SIDECAR_CHECK = "sidecar_fresh"
 STALE_AFTER_S = 60.0
 
@@ -151,6 +154,11 @@ def build_liquidation_assets(
                 f"{settings.ingest_max_events} records per run)"
             )
         rest_events, reports = _fill_gaps(context, settings, config, coinglass, batch.gaps)
+        late = gap_filled_minutes(
+            rest_events,
+            set(batch.events["event_id"].to_pylist()) if rest_events else set(),
+            int(time.time() * 1000),
+        )
         incoming = pa.concat_tables([batch.events, events_to_table(rest_events)])
         days, outside, early = target_days(incoming, run_days, settings.start_date)
         if early:
@@ -201,6 +209,8 @@ def build_liquidation_assets(
                 "segments_pruned": len(pruned),
                 "gaps": dg.MetadataValue.json([r.__dict__ for r in reports]),
                 "unfillable_gaps": sum(r.status == "unfillable" for r in reports),
+                # What the heads-up sensor reads: bursts the live stream missed.
+                LATE_MINUTES: dg.MetadataValue.json(json.loads(late.to_json())),
             }
         )
         yield from lake.check_results(ASSET, days, SCHEMA, CHECK_SQL)
@@ -304,14 +314,16 @@ def _fill_gaps(
                 GapReport(start, end, "unfillable", reason="older than the 7-day REST history")
             )
             continue
-        rows = [
-            normalize_rest_order(coerce_row(row))
+        fetched = [
+            row
             for coin in settings.symbols
             for exchange in settings.exchanges
             for row in fetch_orders(
                 coinglass.client.get, exchange, coin, *window, config.gap_min_usd
             )
         ]
+        received_at = int(time.time() * 1000)
+        rows = [normalize_rest_order(coerce_row(row), received_at) for row in fetched]
         events.extend(rows)
         partial = window[0] > start
         reports.append(

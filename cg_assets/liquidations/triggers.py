@@ -9,6 +9,11 @@ is therefore noticed at the end of the segment that crossed it. Minute totals sp
 with the minutes that already fired; both are trimmed to the last few minutes so the cursor
 stays small.
 
+Orders the live stream missed reach the lake by REST gap fill, in an ingestion run, a minute
+or two late. That run records the recent ones' coin-minutes (`gap_filled_minutes`) in its
+materialization, and the sensor feeds them through the same rules: a burst seen only by gap
+fill still warns, marked late, if it is within the kept minutes; older ones are history.
+
 Nothing in the state may lie after the sensor's clock: a coin-minute stamped later (a bad
 timestamp the sidecar let through, or an older segment) is ignored, and a cursor that already
 holds one (written before timestamps were validated) is cut back, because a minute in the
@@ -18,10 +23,11 @@ future would make every real minute look too old to warn about.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from ws_sidecar.summary import MINUTE_MS, CoinMinute
+from ws_sidecar.summary import MINUTE_MS, CoinMinute, SegmentSummary, Tally
 
 KEEP_MINUTES = 3
 LARGEST_FIELDS = ("exchange", "pair", "side", "price", "usd_value", "time")
@@ -50,7 +56,9 @@ class Trigger:
     largest: dict  # the largest order seen in the minute so far (LARGEST_FIELDS)
     # ms, when the sidecar received the single order over the limit, or (a minute's total)
     # the earliest order of the segment that crossed it: never later than the crossing.
+    # For a burst found by gap fill: when the ingestion run fetched it.
     received_at: int
+    gap_filled: bool = False  # found in orders the live stream missed, so late
 
     @property
     def key(self) -> str:
@@ -69,6 +77,7 @@ class TriggerState:
 
     seq: int = -1
     newest: int = 0  # ms, the newest minute seen
+    orders_event: int = 0  # storage id of the last `liquidation_orders` materialization read
     minutes: dict[str, dict[str, list]] = field(default_factory=dict)
     fired: list[str] = field(default_factory=list)
 
@@ -158,3 +167,14 @@ def find_triggers(
 
 def _minute_of(key: str) -> int:
     return int(key.rsplit("-", 1)[1])
+
+
+def gap_filled_minutes(
+    events: Iterable[Mapping[str, Any]], live_ids: set[str], now_ms: int
+) -> SegmentSummary:
+    """The coin-minutes of gap-filled orders recent enough to warn about (within the kept
+    minutes of `now_ms`), leaving out orders the live stream also delivered (`live_ids`: a
+    gap is re-asked at its edges), so no minute total counts an order twice."""
+    oldest = now_ms - now_ms % MINUTE_MS - (KEEP_MINUTES - 1) * MINUTE_MS
+    recent = [e for e in events if e["time"] >= oldest and e["event_id"] not in live_ids]
+    return Tally().add_events(recent).summary()

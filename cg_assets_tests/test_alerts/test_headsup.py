@@ -20,12 +20,13 @@ from cg_assets.alerts.headsup import (
     thresholds_from_env,
 )
 from cg_assets.definitions import build_defs
+from cg_assets.liquidations import INGEST_JOB
 from cg_assets.settings import Settings
 from cg_assets.sim import SimulatorServer, SyntheticMarket, TelegramServer
 from cg_assets.sim.scenarios import scenario_for
 from cg_assets.telegram.ledger import AlertLedger, ledger_path
 from cg_assets_tests.test_alerts.conftest import CHAT, TOKEN
-from cg_assets_tests.test_liquidations.conftest import write_segment, ws_event
+from cg_assets_tests.test_liquidations.conftest import gap, write_segment, ws_event
 
 pytestmark = pytest.mark.slow
 
@@ -253,3 +254,51 @@ def test_a_heads_up_refused_by_a_flood_storm_is_sent_once_it_passes(
     assert verdict.reply_to == headsup.message_id
     records = AlertLedger(ledger_path(alert_settings.data_dir)).records()
     assert sorted(r.status for r in records) == ["sent", "sent"]
+
+
+def test_a_burst_the_stream_missed_warns_late_once_gap_fill_finds_it(
+    alert_settings: Settings, standin: TelegramServer, sim: SimulatorServer, spool: Path
+):
+    """The sidecar was disconnected when BTC's $2M order came: only the ingestion run's REST
+    gap fill stores it. Before, the heads-up read only the live spool and never warned; now
+    it reads the run's gap-filled minutes and warns once, marked late."""
+    [order] = sim.feed.burst("BTC", 2e6, 1, side="long", exchange="Binance")
+    minute = order.time // 60_000 * 60_000
+    defs = build_defs(alert_settings)
+    with dg.instance_for_test() as instance:
+        start = tick(defs, instance, None)
+        write_segment(
+            spool,
+            0,
+            [
+                ws_event(order.time - 20_000, 0),
+                gap(order.time - 10_000, order.time + 1),
+                ws_event(order.time + 2, 1),
+            ],
+        )
+        with dg.build_sensor_context(
+            instance=instance, definitions=defs, resources=defs.resources
+        ) as context:
+            [batch] = (
+                defs.resolve_sensor_def("liquidation_spool_sensor")
+                .evaluate_tick(context)
+                .run_requests
+            )
+        ingested = defs.resolve_job_def(INGEST_JOB).execute_in_process(
+            run_config=batch.run_config, tags=batch.tags, instance=instance
+        )
+        assert ingested.success
+        found = tick(defs, instance, start.cursor)
+        [request] = found.run_requests
+        assert request.run_key == f"headsup-BTC-{minute}"
+        config = request.run_config["ops"][ASSET]["config"]
+        assert (config["gap_filled"], config["largest_usd"]) == (True, 2e6)
+        assert not tick(defs, instance, found.cursor).run_requests  # read once
+        result = defs.resolve_job_def(JOB).execute_in_process(
+            run_config=request.run_config, instance=instance
+        )
+    assert result.success
+    headsup, verdict = standin.wait_for_messages(2, timeout_s=10)
+    assert "BTC</b> liquidation burst: one order of $2.0M" in headsup.text
+    assert "seen late: the live stream was down, found by REST gap fill" in headsup.text
+    assert verdict.reply_to == headsup.message_id

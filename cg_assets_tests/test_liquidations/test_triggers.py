@@ -15,6 +15,7 @@ from cg_assets.liquidations.triggers import (
     TriggerState,
     TriggerThresholds,
     find_triggers,
+    gap_filled_minutes,
 )
 from ws_sidecar.summary import CoinMinute, summarize
 from ws_sidecar.validate import MAX_MS
@@ -195,3 +196,23 @@ def test_no_input_raises_or_moves_the_state_past_the_clock(
         assert all(int(k.rsplit("-", 1)[1]) <= limit for k in state.fired)
         assert all(t.minute <= limit for t in scan.triggers)
         assert len(json.dumps(state.to_cursor())) < 20_000
+
+
+def test_gap_filled_minutes_are_the_recent_ones_the_stream_did_not_deliver():
+    """Orders only gap fill found, within the minutes still worth a warning; an order the
+    stream also delivered (a gap is re-asked at its edges) is not counted twice."""
+    now = T0 + 2 * MINUTE_MS + 5_000  # the kept minutes: T0, T0 + 1 min and T0 + 2 min
+    filled = [
+        {**order(3e6, T0 - 1), "event_id": "too-old"},
+        {**order(2e6, T0), "event_id": "big"},
+        {**order(5e5, T0 + MINUTE_MS, side="short"), "event_id": "edge"},
+        {**order(4e5, T0 + MINUTE_MS, side="short", i=1), "event_id": "new"},
+    ]
+    summary = gap_filled_minutes(filled, live_ids={"edge"}, now_ms=now)
+    assert [(cm.minute, cm.long_usd, cm.short_usd) for cm in summary.coin_minutes] == [
+        (T0, 2e6, 0.0),
+        (T0 + MINUTE_MS, 0.0, 4e5),
+    ]
+    assert summary.coin_minutes[0].largest["usd_value"] == 2e6
+    late = find_triggers(summary.coin_minutes, TriggerState(), TriggerThresholds(), now)
+    assert [(t.minute, t.kind) for t in late.triggers] == [(T0, "single")]
