@@ -36,6 +36,7 @@ from cg_assets.alerts.confirm import (
     evidence_from_tables,
 )
 from cg_assets.alerts.messages import FOOTER, fmt_price, fmt_usd
+from cg_assets.coinglass.errors import CoinGlassError
 from cg_assets.coinglass.plans import interval_ms
 from cg_assets.liquidations.assets import ASSET as ORDERS
 from cg_assets.liquidations.assets import LATE_MINUTES, spool_dir
@@ -60,9 +61,10 @@ SENSOR = "liquidation_headsup_sensor"
 HEADSUP_RULE = "liquidation_burst"
 MAX_SEGMENTS_PER_TICK = 500
 MAX_ORDERS_EVENTS_PER_TICK = 200
-# A heads-up or verdict that Telegram did not take (flood control, an outage) is tried again
-# by re-running the step: up to HEADSUP_RETRIES times, HEADSUP_RETRY_WAIT_S apart, each try
-# sending for up to 20 s, so about three minutes of trouble are ridden out. Late beats lost.
+# A heads-up or verdict that Telegram did not take (flood control, an outage), or a verdict
+# whose evidence CoinGlass could not give (5xx, 429, a timeout), is tried again by re-running
+# the step: up to HEADSUP_RETRIES times, HEADSUP_RETRY_WAIT_S apart, each try sending for up
+# to 20 s, so about three minutes of trouble are ridden out. Late beats lost.
 HEADSUP_RETRIES = 5
 HEADSUP_RETRY_WAIT_S = 15.0
 
@@ -213,9 +215,13 @@ def build_headsup_asset(settings: Settings) -> dg.AssetsDefinition:
                 # the reader. A heads-up sent by an earlier try of this run has its message id,
                 # so a re-executed run still sends the verdict.
                 return _result(config, first, None, None, headsup_ms)
-            tables = fetch_evidence_tables(
-                coinglass, settings, config.coin, config.rules, headsup_ms
-            )
+            try:
+                tables = fetch_evidence_tables(
+                    coinglass, settings, config.coin, config.rules, headsup_ms
+                )
+            except CoinGlassError as exc:
+                _retry_if_transient(context, exc, config)
+                raise
             result = confirm(
                 config.side, evidence_from_tables(tables, config.rules.bars), config.rules
             )
@@ -247,6 +253,20 @@ def _retry_if_undelivered(outcome: Outcome, config: HeadsUpConfig) -> None:
     repeat); a heads-up already sent is not sent twice, and its verdict still follows."""
     if outcome.worth_retrying:
         raise dg.RetryRequested(max_retries=HEADSUP_RETRIES, seconds_to_wait=config.retry_wait_s)
+
+
+def _retry_if_transient(
+    context: dg.AssetExecutionContext, exc: CoinGlassError, config: HeadsUpConfig
+) -> None:
+    """Ask Dagster to run the step again when CoinGlass could not answer for the verdict for a
+    reason that may pass (5xx, 429, a timeout). Found by the CI soak: a REST outage while the
+    evidence was fetched failed the run with the heads-up out and no verdict ever following
+    (run retries skip a failed step, rightly so for a bug). The heads-up is not sent again."""
+    if exc.transient:
+        context.log.warning(f"no evidence for the verdict yet: {exc}")
+        raise dg.RetryRequested(
+            max_retries=HEADSUP_RETRIES, seconds_to_wait=config.retry_wait_s
+        ) from exc
 
 
 def _result(

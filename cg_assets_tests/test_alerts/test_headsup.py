@@ -200,8 +200,8 @@ def test_a_re_executed_run_sends_the_verdict_of_a_heads_up_already_sent(
         "largest_price": 93_000.0, "largest_usd": 2e6, "received_at": order["time"],
     }  # fmt: skip
     run_config = {
-        "ops": {ASSET: {"config": burst}},
-        "resources": {  # one attempt per request, so the outage fails the run at once
+        "ops": {ASSET: {"config": {**burst, "retry_wait_s": 0.1}}},
+        "resources": {  # one attempt per request, so the outage fails each try at once
             "coinglass": {
                 "config": {
                     "base_url": alert_settings.api_base_url,
@@ -227,6 +227,47 @@ def test_a_re_executed_run_sends_the_verdict_of_a_heads_up_already_sent(
     assert "BTC</b> long cascade" in verdict.text
     records = {r.key: r.status for r in AlertLedger(ledger_path(alert_settings.data_dir)).records()}
     assert records == {f"headsup:BTC:{minute}": "sent", f"verdict:BTC:{minute}": "sent"}
+
+
+def test_a_verdict_whose_evidence_met_a_rest_outage_follows_once_it_passes(
+    alert_settings: Settings, standin: TelegramServer, sim: SimulatorServer
+):
+    """Found by the CI soak: CoinGlass answering 429/5xx while the verdict's evidence was
+    fetched failed the run with the heads-up out and no verdict ever following. The step now
+    runs again after a wait; the heads-up is not repeated and the verdict replies to it."""
+    order = big_order("long")
+    minute = order["time"] // 60_000 * 60_000
+    burst = {
+        "coin": "BTC", "minute": minute, "kind": "single", "usd": 2e6, "long_usd": 2e6,
+        "short_usd": 0.0, "largest_exchange": "Binance", "largest_pair": "BTCUSDT",
+        "largest_price": 93_000.0, "largest_usd": 2e6, "received_at": order["time"],
+        "retry_wait_s": 0.1,
+    }  # fmt: skip
+    run_config = {
+        "ops": {ASSET: {"config": burst}},
+        "resources": {
+            "coinglass": {
+                "config": {
+                    "base_url": alert_settings.api_base_url,
+                    "plan": alert_settings.plan.value,
+                    "max_attempts": 1,
+                }
+            }
+        },
+    }
+    sim.faults.update({"storm_429": 1})  # the first evidence request is refused
+    job = build_defs(alert_settings).resolve_job_def(JOB)
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(run_config=run_config, instance=instance)
+    assert result.success
+    retried = [
+        e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY
+    ]
+    assert len(retried) == 1
+    headsup, verdict = standin.wait_for_messages(2, timeout_s=10)
+    assert "BTC</b> liquidation burst" in headsup.text
+    assert verdict.reply_to == headsup.message_id
+    assert standin.requests["sendMessage"] == 2
 
 
 def test_a_heads_up_refused_by_a_flood_storm_is_sent_once_it_passes(

@@ -89,13 +89,15 @@ def test_feed_events_route_lists_a_windows_events_with_filters(rest, live_feed):
     for coin, exchange in (("BTC", "Binance"), ("ETH", "Binance"), ("SOL", None), ("BTC", "OKX")):
         live_feed.burst(coin, 1e6, 5, exchange=exchange)
     end = live_feed.clock() + 1
+    params = {"start_ms": start, "end_ms": end, "coins": "BTC,ETH", "exchanges": "Binance"}
+    columns = requests.get(f"{rest.base_url}/_sim/feed/events", params=params, timeout=10).json()
+    assert columns["end_ms"] == end
+    # Read after the answer: the route brings the feed up to now, and the clock runs.
     expected = [
         e
         for e in live_feed.query(start, end).events()
         if e.coin in ("BTC", "ETH") and e.exchange == "Binance"
     ]
-    params = {"start_ms": start, "end_ms": end, "coins": "BTC,ETH", "exchanges": "Binance"}
-    columns = requests.get(f"{rest.base_url}/_sim/feed/events", params=params, timeout=10).json()
     assert len(expected) >= 10
     assert columns["time"] == [e.time for e in expected]
     assert columns["pair"] == [e.pair for e in expected]
