@@ -185,6 +185,23 @@ def test_thresholds_from_the_environment_are_validated(env: dict[str, str], mess
     assert thresholds_from_env({"HEADSUP_SINGLE_USD": "250000"}).single_usd == 250_000
 
 
+def burst_run_config(settings: Settings, order: dict) -> dict:
+    """A run of the heads-up asset for `order` as a $2M single burst, retried 0.1 s apart,
+    with one CoinGlass attempt per request, so a REST outage fails a try at once."""
+    burst = {
+        "coin": "BTC", "minute": order["time"] // 60_000 * 60_000, "kind": "single",
+        "usd": 2e6, "long_usd": 2e6, "short_usd": 0.0, "largest_exchange": "Binance",
+        "largest_pair": "BTCUSDT", "largest_price": 93_000.0, "largest_usd": 2e6,
+        "received_at": order["time"], "retry_wait_s": 0.1,
+    }  # fmt: skip
+    coinglass = {
+        "base_url": settings.api_base_url,
+        "plan": settings.plan.value,
+        "max_attempts": 1,
+    }
+    return {"ops": {ASSET: {"config": burst}}, "resources": {"coinglass": {"config": coinglass}}}
+
+
 def test_a_re_executed_run_sends_the_verdict_of_a_heads_up_already_sent(
     alert_settings: Settings, standin: TelegramServer, sim: SimulatorServer, spool: Path
 ):
@@ -194,23 +211,7 @@ def test_a_re_executed_run_sends_the_verdict_of_a_heads_up_already_sent(
     sim.faults.update({"error_5xx_rate": 1.0})
     order = big_order("long")
     minute = order["time"] // 60_000 * 60_000
-    burst = {
-        "coin": "BTC", "minute": minute, "kind": "single", "usd": 2e6, "long_usd": 2e6,
-        "short_usd": 0.0, "largest_exchange": "Binance", "largest_pair": "BTCUSDT",
-        "largest_price": 93_000.0, "largest_usd": 2e6, "received_at": order["time"],
-    }  # fmt: skip
-    run_config = {
-        "ops": {ASSET: {"config": {**burst, "retry_wait_s": 0.1}}},
-        "resources": {  # one attempt per request, so the outage fails each try at once
-            "coinglass": {
-                "config": {
-                    "base_url": alert_settings.api_base_url,
-                    "plan": alert_settings.plan.value,
-                    "max_attempts": 1,
-                }
-            }
-        },
-    }
+    run_config = burst_run_config(alert_settings, order)
     job = build_defs(alert_settings).resolve_job_def(JOB)
     with dg.instance_for_test() as instance:
         first = job.execute_in_process(
@@ -236,25 +237,7 @@ def test_a_verdict_whose_evidence_met_a_rest_outage_follows_once_it_passes(
     fetched failed the run with the heads-up out and no verdict ever following. The step now
     runs again after a wait; the heads-up is not repeated and the verdict replies to it."""
     order = big_order("long")
-    minute = order["time"] // 60_000 * 60_000
-    burst = {
-        "coin": "BTC", "minute": minute, "kind": "single", "usd": 2e6, "long_usd": 2e6,
-        "short_usd": 0.0, "largest_exchange": "Binance", "largest_pair": "BTCUSDT",
-        "largest_price": 93_000.0, "largest_usd": 2e6, "received_at": order["time"],
-        "retry_wait_s": 0.1,
-    }  # fmt: skip
-    run_config = {
-        "ops": {ASSET: {"config": burst}},
-        "resources": {
-            "coinglass": {
-                "config": {
-                    "base_url": alert_settings.api_base_url,
-                    "plan": alert_settings.plan.value,
-                    "max_attempts": 1,
-                }
-            }
-        },
-    }
+    run_config = burst_run_config(alert_settings, order)
     sim.faults.update({"storm_429": 1})  # the first evidence request is refused
     job = build_defs(alert_settings).resolve_job_def(JOB)
     with dg.instance_for_test() as instance:
